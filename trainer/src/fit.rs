@@ -1,0 +1,151 @@
+//! From unlabeled image files to a trained [`Detector`].
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use crate::backbone::Vit;
+use crate::data::load_image;
+use crate::features::{self, FeatureConfig};
+use crate::model::{Detector, ModelMeta, ScoreStats, FORMAT_VERSION};
+use crate::synth;
+use crate::train::{self, Progress, TrainConfig};
+
+/// Images per backbone forward pass during feature extraction.
+pub const EXTRACT_BATCH: usize = 8;
+
+/// What [`fit`] reports while it runs.
+pub enum FitEvent<'a> {
+    /// `done` of `total` images have gone through the backbone.
+    Extract { done: usize, total: usize },
+    Train(&'a Progress),
+}
+
+/// Patch features `[N, grid·grid, D]` of 8-bit images, computed once and kept in memory.
+pub fn extract_images(
+    vit: &Vit,
+    cfg: &FeatureConfig,
+    images: impl ExactSizeIterator<Item = Result<Tensor>>,
+    on_done: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
+    let total = images.len();
+    let mut out = Vec::new();
+    let mut batch = Vec::with_capacity(EXTRACT_BATCH);
+    let mut done = 0;
+    let mut flush = |batch: &mut Vec<Tensor>, done: &mut usize| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let f = features::extract(vit, cfg, &Tensor::stack(batch, 0))?;
+        let (b, gh, gw, d) = f.size4()?;
+        out.push(f.view([b, gh * gw, d]));
+        *done += batch.len();
+        batch.clear();
+        on_done(*done, total);
+        Ok(())
+    };
+    for image in images {
+        batch.push(features::preprocess(&image?, cfg.input_size, vit.device())?);
+        if batch.len() == EXTRACT_BATCH {
+            flush(&mut batch, &mut done)?;
+        }
+    }
+    flush(&mut batch, &mut done)?;
+    if out.is_empty() {
+        bail!("no images to extract features from");
+    }
+    Ok(Tensor::cat(&out, 0))
+}
+
+/// Synthetic anomalies made from the training images themselves: `ratio × N`
+/// images, each pasting another random training image through a Perlin mask.
+pub fn synthetic_images(paths: &[PathBuf], ratio: f64, seed: u64) -> Result<Vec<Tensor>> {
+    let count = (ratio * paths.len() as f64).round() as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5A17);
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let base = &paths[rng.gen_range(0..paths.len())];
+        let texture = &paths[rng.gen_range(0..paths.len())];
+        out.push(synth::synthesize(&load_image(base)?, &load_image(texture)?, &mut rng));
+    }
+    Ok(out)
+}
+
+/// Trains a detector on unlabeled images (any sizes, grey or colour).
+pub fn fit(
+    vit: Arc<Vit>,
+    fcfg: &FeatureConfig,
+    tcfg: &TrainConfig,
+    paths: &[PathBuf],
+    cancel: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(FitEvent),
+) -> Result<Detector> {
+    if paths.len() < 2 {
+        bail!("training needs at least 2 images, got {}", paths.len());
+    }
+    tcfg.validate()?;
+    fcfg.validate(&vit)?;
+    let synthetic = synthetic_images(paths, tcfg.synthetic_ratio, tcfg.seed)?;
+    let images = paths.iter().map(|p| load_image(p)).chain(synthetic.into_iter().map(Ok));
+    let images: Vec<Result<Tensor>> = images.collect();
+    let feats = extract_images(&vit, fcfg, images.into_iter(), &mut |done, total| {
+        on_event(FitEvent::Extract { done, total })
+    })?;
+    fit_features(vit, fcfg, tcfg, &feats, cancel, &mut |p| on_event(FitEvent::Train(p)))
+}
+
+/// Trains a detector on precomputed patch features `[N, grid·grid, D]`.
+pub fn fit_features(
+    vit: Arc<Vit>,
+    fcfg: &FeatureConfig,
+    tcfg: &TrainConfig,
+    feats: &Tensor,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Detector> {
+    let feature_size = fcfg.validate(&vit)?;
+    let (n, p, d) = feats.size3()?;
+    if d != feature_size {
+        bail!("features have width {d}, the feature options give {feature_size}");
+    }
+    let grid = fcfg.grid(&vit);
+    if p != grid * grid {
+        bail!("features have {p} patches per image, expected {grid}×{grid}");
+    }
+    let trained = train::train(feats, tcfg, cancel, on_progress)?;
+
+    let train_scores = image_scores(&trained.net, feats);
+    let stats = ScoreStats::from_scores(&train_scores);
+    let threshold = stats.threshold(tcfg.threshold_mads);
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        model_id: String::new(),
+        version: 1,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        backbone: vit.id().clone(),
+        backbone_path: std::fs::canonicalize(vit.path()).unwrap_or_else(|_| vit.path().to_path_buf()),
+        features: fcfg.clone(),
+        feature_size,
+        grid,
+        score_stats: stats,
+        threshold,
+        train: tcfg.clone(),
+        selection: format!("last epoch ({}); no labels are read", tcfg.epochs),
+        history: trained.history,
+        train_images: n as usize,
+    };
+    Ok(Detector::new(vit, trained.vs, trained.net, meta))
+}
+
+/// Image scores (max patch score) of features `[N, P, D]`.
+pub fn image_scores(net: &crate::localnet::LocalNet, feats: &Tensor) -> Vec<f32> {
+    let (n, p, d) = feats.size3().expect("features are [N, P, D]");
+    let scores = net.score(&feats.view([n * p, d])).view([n, p]).amax(1, false);
+    Vec::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Float)).context("image scores").unwrap_or_default()
+}

@@ -1,0 +1,127 @@
+//! Nearest-neighbour search as blocked matrix products.
+
+use tch::{Kind, Tensor};
+
+/// Queries per block, so that one distance block of `QUERY_BLOCK × bank` floats
+/// stays a few hundred MB for banks of up to about 100,000 features.
+const QUERY_BLOCK: i64 = 1024;
+
+/// Squared L2 distances `[n, m]` between the rows of `a` `[n, d]` and `b` `[m, d]`,
+/// as ‖a‖² + ‖b‖² − 2ab, clamped at 0 against rounding.
+pub fn squared_distances(a: &Tensor, b: &Tensor) -> Tensor {
+    let aa = a.square().sum_dim_intlist(1, true, Kind::Float);
+    let bb = b.square().sum_dim_intlist(1, true, Kind::Float).transpose(0, 1);
+    (aa + bb - a.matmul(&b.transpose(0, 1)) * 2.0).clamp_min(0.0)
+}
+
+/// For each query, the squared distance to its nearest bank feature other than
+/// itself. A bank entry closer than `self_eps` is taken to be the query itself
+/// (the bank may contain the query's own feature), and the second-nearest is used.
+pub fn nearest_distance_excluding_self(queries: &Tensor, bank: &Tensor, self_eps: f64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let n = queries.size()[0];
+    let k = bank.size()[0].min(2);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = QUERY_BLOCK.min(n - start);
+        let d = squared_distances(&queries.narrow(0, start, len), bank);
+        let (top, _) = d.topk(k, 1, false, true);
+        let first = top.select(1, 0);
+        let nearest = if k == 2 {
+            let second = top.select(1, 1);
+            second.where_self(&first.lt(self_eps), &first)
+        } else {
+            first
+        };
+        out.push(nearest);
+        start += len;
+    }
+    Tensor::cat(&out, 0)
+}
+
+/// For each query, the squared distance to its nearest bank feature (one-class scoring).
+pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let n = queries.size()[0];
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = QUERY_BLOCK.min(n - start);
+        let d = squared_distances(&queries.narrow(0, start, len), bank);
+        out.push(d.min_dim(1, false).0);
+        start += len;
+    }
+    Tensor::cat(&out, 0)
+}
+
+/// Mutually nearest pairs among the rows of `x` `[n, d]`: i and j with j the
+/// nearest neighbour of i (other than i) and i the nearest of j. Returns
+/// `[pairs, 2]` int64 indices with i < j in each row.
+pub fn mutual_nearest_pairs(x: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let n = x.size()[0];
+    let device = x.device();
+    if n < 2 {
+        return Tensor::zeros([0, 2], (Kind::Int64, device));
+    }
+    let mut nn = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = QUERY_BLOCK.min(n - start);
+        let mut d = squared_distances(&x.narrow(0, start, len), x);
+        // Exclude each row's own entry.
+        let rows = Tensor::arange(len, (Kind::Int64, device));
+        let _ = d.index_put_(
+            &[Some(rows.shallow_clone()), Some(rows + start)],
+            &Tensor::from(f32::INFINITY).to_device(device),
+            false,
+        );
+        nn.push(d.argmin(1, false));
+        start += len;
+    }
+    let nn = Tensor::cat(&nn, 0);
+    let idx = Tensor::arange(n, (Kind::Int64, device));
+    let back = nn.index_select(0, &nn);
+    let mutual = back.eq_tensor(&idx).logical_and(&idx.lt_tensor(&nn));
+    let i = idx.masked_select(&mutual);
+    let j = nn.masked_select(&mutual);
+    Tensor::stack(&[i, j], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(rows: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_slice(&flat).view([rows.len() as i64, 2])
+    }
+
+    #[test]
+    fn squared_distances_known_values() {
+        let a = t(&[[0.0, 0.0], [1.0, 2.0]]);
+        let b = t(&[[3.0, 4.0], [1.0, 0.0]]);
+        let d: Vec<f32> = Vec::try_from(squared_distances(&a, &b).flatten(0, 1)).unwrap();
+        assert_eq!(d, vec![25.0, 1.0, 8.0, 4.0]);
+    }
+
+    #[test]
+    fn nearest_skips_self_match() {
+        // The first query is itself in the bank, so its distance is to [3, 0]: 9.
+        let bank = t(&[[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]]);
+        let q = t(&[[0.0, 0.0], [0.0, 4.0]]);
+        let d: Vec<f32> = Vec::try_from(nearest_distance_excluding_self(&q, &bank, 1e-2)).unwrap();
+        assert_eq!(d, vec![9.0, 1.0]);
+        let plain: Vec<f32> = Vec::try_from(nearest_distance(&q, &bank)).unwrap();
+        assert_eq!(plain, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn mutual_pairs_known_layout() {
+        // 0–1 are mutual, 2–3 are mutual, 4 points to 3 but 3 points to 2.
+        let x = t(&[[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.2, 0.0], [5.5, 0.0]]);
+        let pairs: Vec<i64> = Vec::try_from(mutual_nearest_pairs(&x).flatten(0, 1)).unwrap();
+        assert_eq!(pairs, vec![0, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,393 @@
+//! `funad`: train, score and evaluate FUN-AD anomaly detectors from the command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use funad::data::{self, Overlap};
+use funad::eval::{self, EvalConfig, EvalEvent};
+use funad::features::{FeatureConfig, LayerMerge};
+use funad::fit::{self, FitEvent};
+use funad::train::{Optimizer, TrainConfig};
+use funad::{map, select_device, Detector, Verdict, Vit};
+
+/// Default backbone weights, as installed by scripts/setup.sh.
+const DEFAULT_BACKBONE: &str = "weights/dinov2_vits14.safetensors";
+
+#[derive(Parser)]
+#[command(name = "funad", version, about = "FUN-AD anomaly detection: train without labels, score, evaluate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a folder of unlabeled images (which may contain defects).
+    Train(TrainArgs),
+    /// Score images with a model; prints one JSON line per image.
+    Score(ScoreArgs),
+    /// Run the FUN-AD protocol on an MVTec-layout folder and report AUROC.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Backbone weights (safetensors, official DINO or DINOv2 key names).
+    #[arg(long, env = "FUNAD_BACKBONE", default_value = DEFAULT_BACKBONE)]
+    backbone: PathBuf,
+    /// Compute device: auto (CUDA when present), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args, Clone)]
+struct FeatureArgs {
+    /// Side of the square model input, in pixels (a multiple of the patch size).
+    #[arg(long, default_value_t = 224)]
+    input_size: i64,
+    /// Backbone blocks whose patch tokens form the feature, 1-based, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    blocks: Vec<usize>,
+    /// How several blocks are merged.
+    #[arg(long, value_enum, default_value_t = LayerMerge::Concat)]
+    merge: LayerMerge,
+    /// Concatenate the CLS token to each patch token (the paper's choice).
+    #[arg(long)]
+    with_cls: bool,
+    /// Side of the neighbourhood averaged around each patch (odd; 1 = none).
+    #[arg(long, default_value_t = 1)]
+    pool: i64,
+    /// Use the paper's features instead: CLS ⊕ final-block patch token.
+    #[arg(long)]
+    paper_features: bool,
+}
+
+impl FeatureArgs {
+    fn config(&self, vit: &Vit) -> FeatureConfig {
+        if self.paper_features {
+            return FeatureConfig { input_size: self.input_size, ..FeatureConfig::paper(vit.config().depth as usize) };
+        }
+        FeatureConfig {
+            input_size: self.input_size,
+            blocks: self.blocks.clone(),
+            merge: self.merge,
+            with_cls: self.with_cls,
+            pool: self.pool,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct TrainOptions {
+    /// Passes over the training images (the paper: 1500).
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    /// Images per mini-batch.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
+    optimizer: Optimizer,
+    /// Learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    /// RMSProp momentum.
+    #[arg(long, default_value_t = TrainConfig::default().momentum)]
+    momentum: f64,
+    /// Weight of the mutual-smoothness loss.
+    #[arg(long, default_value_t = TrainConfig::default().lambda)]
+    lambda: f64,
+    /// Pseudo-anomaly threshold on the normalised nearest-neighbour distance.
+    #[arg(long, default_value_t = TrainConfig::default().tau)]
+    tau: f64,
+    /// Upper end of the ambiguous band whose features get Gaussian noise.
+    #[arg(long, default_value_t = TrainConfig::default().tau_ambiguous)]
+    tau_ambiguous: f64,
+    /// Share of the most-normal images whose patches form the memory bank.
+    #[arg(long, default_value_t = TrainConfig::default().bank_sampling)]
+    bank_sampling: f64,
+    /// Iterations between memory-bank rebuilds (1 = every iteration, as published).
+    #[arg(long, default_value_t = TrainConfig::default().bank_every)]
+    bank_every: usize,
+    /// Cap on the memory bank in patch features, drawn at random (0 = no cap, as published).
+    #[arg(long, default_value_t = TrainConfig::default().bank_max_features)]
+    bank_max_features: usize,
+    /// Synthetic Perlin anomalies as a share of the training images (FUN-AD*: 0.05).
+    #[arg(long, default_value_t = TrainConfig::default().synthetic_ratio)]
+    synthetic_ratio: f64,
+    /// Default threshold: training-score median plus this many scaled MADs.
+    #[arg(long, default_value_t = TrainConfig::default().threshold_mads)]
+    threshold_mads: f64,
+    /// Seed for initialisation, shuffling, sampling and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl TrainOptions {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            lr: self.lr,
+            momentum: self.momentum,
+            lambda: self.lambda,
+            tau: self.tau,
+            tau_ambiguous: self.tau_ambiguous,
+            bank_sampling: self.bank_sampling,
+            bank_every: self.bank_every,
+            bank_max_features: self.bank_max_features,
+            synthetic_ratio: self.synthetic_ratio,
+            threshold_mads: self.threshold_mads,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folders of unlabeled images (PNG or JPEG, any size, grey or colour), or image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Model file to write.
+    #[arg(short, long)]
+    out: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[command(flatten)]
+    train: TrainOptions,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Image files or folders of images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Backbone weights; by default the file the model was trained with.
+    #[arg(long, env = "FUNAD_BACKBONE")]
+    backbone: Option<PathBuf>,
+    /// Compute device: auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// OK/NG threshold on the image score, overriding the model's.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Folder to write each image's anomaly map into, as an 8-bit grey PNG.
+    #[arg(long)]
+    maps: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// MVTec-layout folder: train/good, test/<type>, ground_truth/<type>.
+    #[arg(long)]
+    data: PathBuf,
+    /// Anomaly-to-normal ratio moved into the training set (0.1 = 10%).
+    #[arg(long, default_value_t = 0.1)]
+    ratio: f64,
+    /// Whether moved images are evaluated too.
+    #[arg(long, value_enum, default_value_t = Overlap::NoOverlap)]
+    overlap: Overlap,
+    /// Patch features in the one-class nearest-neighbour baseline's bank.
+    #[arg(long, default_value_t = 40_000)]
+    knn_bank: usize,
+    /// Only run the nearest-neighbour baseline (to compare feature options quickly).
+    #[arg(long)]
+    baseline_only: bool,
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[command(flatten)]
+    train: TrainOptions,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}/{eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Progress bars for extraction and training, driven by fit events.
+struct Bars {
+    extract: Option<ProgressBar>,
+    train: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Bars { extract: None, train: None }
+    }
+
+    fn on(&mut self, event: FitEvent) {
+        match event {
+            FitEvent::Extract { done, total } => {
+                let pb = self.extract.get_or_insert_with(|| bar(total as u64, "features"));
+                pb.set_position(done as u64);
+                if done == total {
+                    pb.finish();
+                }
+            }
+            FitEvent::Train(p) => {
+                let total = (p.epochs * p.iterations_per_epoch) as u64;
+                let pb = self.train.get_or_insert_with(|| bar(total, "training"));
+                pb.set_position(((p.epoch - 1) * p.iterations_per_epoch + p.iteration) as u64);
+                pb.set_message(format!("loss {:.3}", p.loss));
+                if p.epoch == p.epochs && p.iteration == p.iterations_per_epoch {
+                    pb.finish();
+                }
+            }
+        }
+    }
+}
+
+fn load_backbone(common: &Common) -> Result<Arc<Vit>> {
+    let device = select_device(&common.device)?;
+    if !common.backbone.is_file() {
+        anyhow::bail!(
+            "backbone weights {} not found; run scripts/setup.sh to install the default, or pass --backbone",
+            common.backbone.display()
+        );
+    }
+    Ok(Arc::new(Vit::load(&common.backbone, device)?))
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let paths = data::collect_inputs(&args.images)?;
+    let vit = load_backbone(&args.common)?;
+    let fcfg = args.features.config(&vit);
+    let tcfg = args.train.config();
+    eprintln!("training on {} images with {} ({:?})", paths.len(), vit.id().name, vit.device());
+    let mut bars = Bars::new();
+    let detector = fit::fit(vit, &fcfg, &tcfg, &paths, None, &mut |e| bars.on(e))?;
+    detector.save(&args.out)?;
+    let m = detector.meta();
+    eprintln!(
+        "wrote {} (model {}, threshold {:.4}) in {:.0} s",
+        args.out.display(),
+        m.model_id,
+        m.threshold,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn write_map(dir: &Path, image_path: &Path, map: &tch::Tensor) -> Result<()> {
+    let (h, w) = map.size2()?;
+    let bytes: Vec<u8> = Vec::try_from((map.clamp(0.0, 1.0) * 255.0).round().to_kind(tch::Kind::Uint8).flatten(0, 1))?;
+    let img = image::GrayImage::from_raw(w as u32, h as u32, bytes).context("map buffer size")?;
+    let stem = image_path.file_stem().unwrap_or_default().to_string_lossy();
+    let out = dir.join(format!("{stem}_map.png"));
+    img.save(&out).with_context(|| format!("cannot write {}", out.display()))
+}
+
+fn run_score(args: ScoreArgs) -> Result<()> {
+    let paths = data::collect_inputs(&args.images)?;
+    let device = select_device(&args.device)?;
+    let detector = Detector::load(&args.model, args.backbone.as_deref(), device)?;
+    let threshold = args.threshold.unwrap_or(detector.meta().threshold);
+    if let Some(dir) = &args.maps {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let input_size = detector.meta().features.input_size;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for chunk in paths.chunks(fit::EXTRACT_BATCH) {
+        let images: Vec<tch::Tensor> = chunk.iter().map(|p| data::load_image(p)).collect::<Result<_>>()?;
+        let scored = detector.score_images(&images)?;
+        for ((path, image), s) in chunk.iter().zip(&images).zip(scored) {
+            let verdict = Verdict::from_score(s.image_score, threshold);
+            let line = serde_json::json!({
+                "path": path,
+                "image_score": s.image_score,
+                "verdict": verdict.as_str(),
+                "threshold": threshold,
+                "model_id": detector.meta().model_id,
+            });
+            writeln!(out, "{line}")?;
+            if let Some(dir) = &args.maps {
+                let (h, w, _) = image.size3()?;
+                write_map(dir, path, &map::anomaly_map(&s.patch_scores, w, h, input_size))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let vit = load_backbone(&args.common)?;
+    let cfg = EvalConfig {
+        root: args.data.clone(),
+        ratio: args.ratio,
+        overlap: args.overlap,
+        seed: args.train.seed,
+        features: args.features.config(&vit),
+        train: args.train.config(),
+        knn_bank: args.knn_bank,
+        funad: !args.baseline_only,
+    };
+    let mut bars = Bars::new();
+    let report = eval::evaluate(vit, &cfg, &mut |e| match e {
+        EvalEvent::Stage(s) => eprintln!("{s}"),
+        EvalEvent::Fit(f) => bars.on(f),
+    })?;
+    println!(
+        "{}: {} training images ({} defects moved in), {} test images ({} defects), {:?}, seed {}",
+        args.data.display(),
+        report.train_images,
+        report.moved_anomalies,
+        report.test_images,
+        report.test_anomalies,
+        cfg.overlap,
+        cfg.seed
+    );
+    println!("| method | image AUROC | pixel AUROC | F1 at threshold | fit s |");
+    println!("| --- | --- | --- | --- | --- |");
+    for m in &report.methods {
+        let f1 = m.f1_at_threshold.map(|f| format!("{f:.3}")).unwrap_or_else(|| "–".into());
+        println!("| {} | {:.4} | {:.4} | {f1} | {:.0} |", m.method, m.image_auroc, m.pixel_auroc, m.fit_seconds);
+    }
+    println!("feature extraction {:.0} s, total {:.0} s", report.extract_seconds, report.total_seconds);
+    if let Some(path) = &args.json {
+        funad::model::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Score(a) => run_score(a),
+        Command::Eval(a) => run_eval(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

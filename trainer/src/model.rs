@@ -1,0 +1,384 @@
+//! The trained detector and its model file.
+//!
+//! A model file is a safetensors file. Its tensors are the Local-Net weights;
+//! its `__metadata__` holds `funad` (a JSON [`ModelMeta`]) and
+//! `payload_sha256` (a checksum of the tensor names and bytes).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::backbone::{BackboneId, Vit};
+use crate::features::{self, FeatureConfig};
+use crate::localnet::LocalNet;
+use crate::train::{EpochStats, TrainConfig};
+
+/// Version of the model file layout that this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Robust statistics of the training image scores, the basis of the default threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreStats {
+    pub median: f32,
+    /// Median absolute deviation, unscaled.
+    pub mad: f32,
+    pub min: f32,
+    pub max: f32,
+}
+
+impl ScoreStats {
+    pub fn from_scores(scores: &[f32]) -> Self {
+        let median = median(scores);
+        let dev: Vec<f32> = scores.iter().map(|s| (s - median).abs()).collect();
+        ScoreStats {
+            median,
+            mad: median_of(dev),
+            min: scores.iter().copied().fold(f32::INFINITY, f32::min),
+            max: scores.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        }
+    }
+
+    /// Median + k · 1.4826 · MAD, the scale factor making the MAD a standard
+    /// deviation estimate for normally distributed scores.
+    pub fn threshold(&self, mads: f64) -> f32 {
+        (self.median as f64 + mads * 1.4826 * self.mad as f64) as f32
+    }
+}
+
+fn median(x: &[f32]) -> f32 {
+    median_of(x.to_vec())
+}
+
+fn median_of(mut x: Vec<f32>) -> f32 {
+    if x.is_empty() {
+        return f32::NAN;
+    }
+    x.sort_unstable_by(f32::total_cmp);
+    let m = x.len() / 2;
+    if x.len() % 2 == 1 {
+        x[m]
+    } else {
+        0.5 * (x[m - 1] + x[m])
+    }
+}
+
+/// Everything a model file records besides the weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format_version: u32,
+    /// Short content hash of the Local-Net weights.
+    pub model_id: String,
+    /// Version counter, raised by each retraining of one model lineage.
+    pub version: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    pub backbone: BackboneId,
+    /// Backbone weights file used at training time; the default when loading.
+    pub backbone_path: PathBuf,
+    pub features: FeatureConfig,
+    pub feature_size: i64,
+    /// Patch grid side at the model input.
+    pub grid: i64,
+    /// Image scores of the training images.
+    pub score_stats: ScoreStats,
+    /// Default OK/NG threshold on the image score.
+    pub threshold: f32,
+    pub train: TrainConfig,
+    /// How the final model was chosen, without labels.
+    pub selection: String,
+    pub history: Vec<EpochStats>,
+    pub train_images: usize,
+}
+
+/// OK/NG decision on one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    #[serde(rename = "OK")]
+    Ok,
+    #[serde(rename = "NG")]
+    Ng,
+}
+
+impl Verdict {
+    pub fn from_score(score: f32, threshold: f32) -> Self {
+        if score > threshold {
+            Verdict::Ng
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Ng => "NG",
+        }
+    }
+}
+
+/// Scores of one image.
+#[derive(Debug)]
+pub struct Scored {
+    /// Maximum patch score, in (0, 1).
+    pub image_score: f32,
+    /// Patch scores `[grid, grid]` on the CPU, in (0, 1).
+    pub patch_scores: Tensor,
+}
+
+/// A backbone and a trained Local-Net, ready to score images.
+pub struct Detector {
+    vit: Arc<Vit>,
+    _vs: nn::VarStore,
+    net: LocalNet,
+    meta: ModelMeta,
+}
+
+// SAFETY: a loaded or trained `Detector` never writes its weights again (the
+// var store is frozen and scoring runs under `no_grad`), and libtorch allows
+// concurrent reads of one tensor, so several threads may score with it at once.
+unsafe impl Sync for Detector {}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("model_id", &self.meta.model_id).finish()
+    }
+}
+
+fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).expect("float tensor");
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn payload_digest(tensors: &[(String, Vec<i64>, Vec<u8>)]) -> String {
+    let mut h = Sha256::new();
+    for (name, shape, bytes) in tensors {
+        h.update(name.as_bytes());
+        for s in shape {
+            h.update(s.to_le_bytes());
+        }
+        h.update(bytes);
+    }
+    hex::encode(h.finalize())
+}
+
+fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Vec<i64>, Vec<u8>)> {
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter().map(|(name, t)| (name, t.size(), tensor_bytes(&t))).collect()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
+/// flushed to disk, then renamed over `path`. A crash leaves either the old
+/// file or the new one, never a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".funad-")
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.as_file().sync_all().with_context(|| format!("cannot flush {}", tmp.path().display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Detector {
+    /// Wraps a trained Local-Net. `meta.model_id` is set from the weights.
+    pub fn new(vit: Arc<Vit>, vs: nn::VarStore, net: LocalNet, mut meta: ModelMeta) -> Self {
+        meta.model_id = payload_digest(&sorted_variables(&vs))[..12].to_string();
+        Detector { vit, _vs: vs, net, meta }
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    pub fn backbone(&self) -> &Arc<Vit> {
+        &self.vit
+    }
+
+    pub fn device(&self) -> Device {
+        self.vit.device()
+    }
+
+    /// Serialises the detector into model-file bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let vars = sorted_variables(&self._vs);
+        let digest = payload_digest(&vars);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = vars
+            .iter()
+            .map(|(name, shape, bytes)| {
+                let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytes)
+                    .expect("shape matches bytes");
+                (name.clone(), view)
+            })
+            .collect();
+        let mut metadata = HashMap::new();
+        metadata.insert("funad".to_string(), serde_json::to_string(&self.meta)?);
+        metadata.insert("payload_sha256".to_string(), digest);
+        Ok(safetensors::serialize(views, &Some(metadata))?)
+    }
+
+    /// Writes the model file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads only the metadata of a model file, checking its format and checksum.
+    pub fn read_meta(path: &Path) -> Result<ModelMeta> {
+        Ok(read_model_file(path)?.0)
+    }
+
+    /// Loads a model file. The backbone comes from `backbone` when given,
+    /// else from the path recorded at training time; either way its SHA-256
+    /// must match the one in the model file.
+    pub fn load(path: &Path, backbone: Option<&Path>, device: Device) -> Result<Self> {
+        let (meta, tensors) = read_model_file(path)?;
+        let backbone_path = backbone.map(Path::to_path_buf).unwrap_or_else(|| meta.backbone_path.clone());
+        if !backbone_path.is_file() {
+            bail!(
+                "model {}: backbone weights {} not found; pass the {} file with --backbone",
+                path.display(),
+                backbone_path.display(),
+                meta.backbone.name
+            );
+        }
+        let vit = Arc::new(Vit::load(&backbone_path, device)?);
+        Self::with_backbone(path, meta, tensors, vit)
+    }
+
+    /// Loads a model file onto an already loaded backbone, which must be the one it was trained with.
+    pub fn load_with_backbone(path: &Path, vit: Arc<Vit>) -> Result<Self> {
+        let (meta, tensors) = read_model_file(path)?;
+        Self::with_backbone(path, meta, tensors, vit)
+    }
+
+    fn with_backbone(path: &Path, meta: ModelMeta, tensors: Vec<(String, Tensor)>, vit: Arc<Vit>) -> Result<Self> {
+        if vit.id().sha256 != meta.backbone.sha256 {
+            bail!(
+                "model {} was trained with backbone {} (sha256 {}), but {} has sha256 {}; \
+                 pass the original backbone file",
+                path.display(),
+                meta.backbone.name,
+                &meta.backbone.sha256[..12],
+                vit.path().display(),
+                &vit.id().sha256[..12]
+            );
+        }
+        let size = meta.features.validate(&vit).with_context(|| format!("model {}", path.display()))?;
+        if size != meta.feature_size {
+            bail!("model {}: feature size {} does not match its options ({size})", path.display(), meta.feature_size);
+        }
+        let mut vs = nn::VarStore::new(vit.device());
+        let net = LocalNet::new(&vs.root(), meta.feature_size);
+        {
+            let _guard = tch::no_grad_guard();
+            let src: HashMap<String, Tensor> = tensors.into_iter().collect();
+            for (name, mut var) in vs.variables() {
+                let t = src.get(&name).with_context(|| format!("model {} has no tensor `{name}`", path.display()))?;
+                if t.size() != var.size() {
+                    bail!("model {}: `{name}` has shape {:?}, expected {:?}", path.display(), t.size(), var.size());
+                }
+                var.copy_(t);
+            }
+        }
+        vs.freeze();
+        Ok(Detector { vit, _vs: vs, net, meta })
+    }
+
+    /// Patch scores `[B, grid, grid]` of patch features `[B, grid, grid, D]`.
+    pub fn score_features(&self, features: &Tensor) -> Result<Tensor> {
+        let (b, gh, gw, d) = features.size4()?;
+        if d != self.meta.feature_size {
+            bail!("patch features have width {d}, this model expects {}", self.meta.feature_size);
+        }
+        Ok(self.net.score(&features.reshape([b * gh * gw, d])).view([b, gh, gw]))
+    }
+
+    /// Patch features `[B, grid, grid, D]` of normalised model inputs `[B, 3, S, S]`.
+    pub fn features(&self, inputs: &Tensor) -> Result<Tensor> {
+        features::extract(&self.vit, &self.meta.features, inputs)
+    }
+
+    /// Normalised model input `[3, S, S]` of 8-bit pixels `[H, W, C]`.
+    pub fn preprocess(&self, pixels: &Tensor) -> Result<Tensor> {
+        features::preprocess(pixels, self.meta.features.input_size, self.device())
+    }
+
+    /// Scores a batch of 8-bit images, each `[H, W, C]`.
+    pub fn score_images(&self, images: &[Tensor]) -> Result<Vec<Scored>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inputs: Vec<Tensor> = images.iter().map(|i| self.preprocess(i)).collect::<Result<_>>()?;
+        let maps = self.score_features(&self.features(&Tensor::stack(&inputs, 0))?)?.to_device(Device::Cpu);
+        Ok((0..images.len() as i64)
+            .map(|i| {
+                let patch_scores = maps.get(i);
+                let image_score = f32::try_from(patch_scores.max()).unwrap_or(f32::NAN);
+                Scored { image_score, patch_scores }
+            })
+            .collect())
+    }
+}
+
+fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        anyhow::anyhow!("model file {} is corrupt or truncated ({e}); retrain or restore it", path.display())
+    })?;
+    let meta_map = header.metadata().clone().unwrap_or_default();
+    let json = meta_map
+        .get("funad")
+        .with_context(|| format!("{} is a safetensors file but not a funad model (no `funad` metadata)", path.display()))?;
+    let version: serde_json::Value = serde_json::from_str(json)
+        .with_context(|| format!("model file {}: metadata is not valid JSON", path.display()))?;
+    let found = version.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if found != FORMAT_VERSION as u64 {
+        bail!(
+            "model file {} has format version {found}; this funad reads version {FORMAT_VERSION}; \
+             retrain the model with this funad",
+            path.display()
+        );
+    }
+    let meta: ModelMeta = serde_json::from_str(json)
+        .with_context(|| format!("model file {}: metadata does not match format version {FORMAT_VERSION}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow::anyhow!("model file {} is corrupt or truncated ({e}); retrain or restore it", path.display())
+    })?;
+    let mut raw: Vec<(String, Vec<i64>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    for name in names {
+        let view = st.tensor(&name)?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            bail!("model file {}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
+        }
+        let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
+        let data = view.data().to_vec();
+        let floats: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.push((name.clone(), Tensor::from_slice(&floats).view(shape.as_slice())));
+        raw.push((name, shape, data));
+    }
+    let expected = meta_map.get("payload_sha256").cloned().unwrap_or_default();
+    if payload_digest(&raw) != expected {
+        bail!("model file {} is corrupt: its weights do not match their checksum; retrain or restore it", path.display());
+    }
+    Ok((meta, tensors))
+}

@@ -1,0 +1,314 @@
+//! FUN-AD training of Local-Net on unlabeled patch features.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Kind, Tensor};
+
+use crate::knn;
+use crate::localnet::LocalNet;
+use crate::loss;
+
+/// Optimiser of Local-Net.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// RMSProp (α = 0.99, ε = 1e-8) with the configured momentum, as in the paper.
+    Rmsprop,
+    /// Adam (β = 0.9, 0.999).
+    Adam,
+}
+
+/// Training options. [`TrainConfig::paper`] gives the published values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Images per mini-batch (all patches of each image go into the batch).
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    /// Learning rate.
+    pub lr: f64,
+    /// RMSProp momentum (ignored by Adam).
+    pub momentum: f64,
+    /// Weight λ of the mutual-smoothness loss.
+    pub lambda: f64,
+    /// Normalised-distance threshold τ above which a patch is a pseudo-anomaly.
+    pub tau: f64,
+    /// Upper bound τ_a of the ambiguous band (τ, τ_a), whose features are perturbed.
+    pub tau_ambiguous: f64,
+    /// Add Gaussian noise to ambiguous features before the cross-entropy term.
+    pub perturb_ambiguous: bool,
+    /// Share of the most-normal images whose patches enter the memory bank.
+    pub bank_sampling: f64,
+    /// Normalised image score below which an image counts as normal for the bank.
+    pub bank_image_threshold: f64,
+    /// Iterations between two rebuilds of the memory bank (1 = every iteration, as published).
+    pub bank_every: usize,
+    /// Cap on the memory bank's size in patch features, drawn at random (0 = no cap, as published).
+    pub bank_max_features: usize,
+    /// Squared distance below which a bank entry is taken to be the query itself.
+    pub self_eps: f64,
+    /// Seed for initialisation, shuffling, sampling and noise.
+    pub seed: u64,
+    /// Synthetic Perlin-noise anomalies added, as a share of the training images (FUN-AD*).
+    pub synthetic_ratio: f64,
+    /// Default threshold: median plus this many scaled MADs of the training image scores.
+    pub threshold_mads: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 32,
+            optimizer: Optimizer::Rmsprop,
+            lr: 2e-5,
+            momentum: 0.2,
+            lambda: 2.5,
+            tau: 0.5,
+            tau_ambiguous: 0.9,
+            perturb_ambiguous: true,
+            bank_sampling: 0.5,
+            bank_image_threshold: 0.5,
+            bank_every: 1,
+            bank_max_features: 0,
+            self_eps: 1e-2,
+            seed: 0,
+            synthetic_ratio: 0.0,
+            threshold_mads: 3.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The published schedule: 1500 epochs, bank rebuilt every iteration, no cap.
+    pub fn paper() -> Self {
+        TrainConfig { epochs: 1500, ..Default::default() }
+    }
+
+    /// Checks every option and names the first invalid one.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |name: &str, v: f64| -> Result<()> {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} = {v} is invalid: use a value from 0 to 1");
+            }
+            Ok(())
+        };
+        if self.epochs == 0 {
+            bail!("epochs = 0 is invalid: train for at least one epoch");
+        }
+        if self.batch_size < 2 {
+            bail!("batch size {} is invalid: mutual pairs need at least 2 images", self.batch_size);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("learning rate {} is invalid: use a positive number such as 2e-5", self.lr);
+        }
+        if self.lambda < 0.0 {
+            bail!("lambda = {} is invalid: use a weight of 0 or more", self.lambda);
+        }
+        unit("tau", self.tau)?;
+        unit("tau-ambiguous", self.tau_ambiguous)?;
+        if self.tau_ambiguous < self.tau {
+            bail!("tau-ambiguous = {} is below tau = {}: the ambiguous band needs τ ≤ τ_a", self.tau_ambiguous, self.tau);
+        }
+        unit("bank sampling", self.bank_sampling)?;
+        if self.bank_sampling == 0.0 {
+            bail!("bank sampling = 0 leaves the memory bank empty: use a share above 0, such as 0.5");
+        }
+        unit("bank image threshold", self.bank_image_threshold)?;
+        if self.bank_every == 0 {
+            bail!("bank-every = 0 is invalid: rebuild the bank every 1 or more iterations");
+        }
+        unit("synthetic ratio", self.synthetic_ratio)?;
+        Ok(())
+    }
+}
+
+/// Statistics of one epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub bce: f64,
+    pub smoothness: f64,
+    /// Share of patches labelled pseudo-anomalous.
+    pub pseudo_anomalous: f64,
+    /// Mean mutual pairs per batch.
+    pub mutual_pairs: f64,
+    /// Memory bank size at the last rebuild, in patch features.
+    pub bank_size: i64,
+    pub seconds: f64,
+}
+
+/// What a training run reports while it goes.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub iteration: usize,
+    pub iterations_per_epoch: usize,
+    pub loss: f64,
+}
+
+/// Outcome of [`train`]: the trained weights and the per-epoch statistics.
+pub struct Trained {
+    pub vs: nn::VarStore,
+    pub net: LocalNet,
+    pub history: Vec<EpochStats>,
+}
+
+/// Training was stopped through the cancel flag.
+#[derive(Debug, thiserror::Error)]
+#[error("training cancelled")]
+pub struct Cancelled;
+
+/// Builds the memory bank from the adaptor features of a random share of the
+/// images that the current model finds most normal.
+fn build_bank(net: &LocalNet, features: &Tensor, cfg: &TrainConfig, rng: &mut ChaCha8Rng) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let (n, p, d) = features.size3().expect("features are [images, patches, width]");
+    let image_scores = net.score(&features.view([n * p, d])).view([n, p]).amax(1, false);
+    let normalised: Vec<f32> = Vec::try_from(loss::min_max(&image_scores)).expect("float scores");
+    let mut normal: Vec<i64> = (0..n).filter(|&i| (normalised[i as usize] as f64) < cfg.bank_image_threshold).collect();
+    if normal.is_empty() {
+        // All images share one score (an untrained net can do this): use them all.
+        normal = (0..n).collect();
+    }
+    normal.shuffle(rng);
+    let keep = ((normal.len() as f64 * cfg.bank_sampling).round() as usize).clamp(1, normal.len());
+    let chosen = Tensor::from_slice(&normal[..keep]).to_device(features.device());
+    let mut bank = features.index_select(0, &chosen).view([-1, d]);
+    if cfg.bank_max_features > 0 && bank.size()[0] > cfg.bank_max_features as i64 {
+        let mut rows: Vec<i64> = (0..bank.size()[0]).collect();
+        rows.shuffle(rng);
+        rows.truncate(cfg.bank_max_features);
+        bank = bank.index_select(0, &Tensor::from_slice(&rows).to_device(features.device()));
+    }
+    let mut out = Vec::new();
+    let rows = bank.size()[0];
+    let block = 16384;
+    let mut start = 0;
+    while start < rows {
+        let len = block.min(rows - start);
+        out.push(net.adapt(&bank.narrow(0, start, len)));
+        start += len;
+    }
+    Tensor::cat(&out, 0)
+}
+
+/// Trains Local-Net on patch features `[images, patches, width]` of unlabeled
+/// images. `on_progress` is called after every iteration; setting `cancel`
+/// stops the run with [`Cancelled`].
+pub fn train(
+    features: &Tensor,
+    cfg: &TrainConfig,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained> {
+    cfg.validate()?;
+    let (n, p, d) = features.size3()?;
+    if (n as usize) < cfg.batch_size.min(2) || n < 2 {
+        bail!("training needs at least 2 images, got {n}");
+    }
+    let device = features.device();
+    tch::manual_seed(cfg.seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let vs = nn::VarStore::new(device);
+    let net = LocalNet::new(&vs.root(), d);
+    let mut opt = match cfg.optimizer {
+        Optimizer::Rmsprop => nn::RmsProp { alpha: 0.99, eps: 1e-8, wd: 0.0, momentum: cfg.momentum, centered: false }
+            .build(&vs, cfg.lr)?,
+        Optimizer::Adam => nn::Adam::default().build(&vs, cfg.lr)?,
+    };
+
+    let batch = cfg.batch_size.min(n as usize);
+    let iterations = (n as usize).div_ceil(batch);
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut bank = Tensor::zeros([0, d], (Kind::Float, device));
+    let mut step = 0usize;
+    for epoch in 1..=cfg.epochs {
+        let started = Instant::now();
+        let mut order: Vec<i64> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let (mut sum_loss, mut sum_bce, mut sum_smooth, mut sum_anom, mut sum_pairs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (it, chunk) in order.chunks(batch).enumerate() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Cancelled.into());
+            }
+            if step % cfg.bank_every == 0 {
+                bank = build_bank(&net, features, cfg, &mut rng);
+            }
+            step += 1;
+            let b = chunk.len() as i64;
+            let idx = Tensor::from_slice(chunk).to_device(device);
+            let x = features.index_select(0, &idx).view([b * p, d]);
+            let adapted = net.adapt(&x);
+            let clean = adapted.detach();
+
+            let distances = knn::nearest_distance_excluding_self(&clean, &bank, cfg.self_eps);
+            let pseudo = loss::pseudo_labels(&distances, cfg.tau, cfg.tau_ambiguous);
+
+            let perturbed = if cfg.perturb_ambiguous && b > 1 {
+                // Per dimension, the largest over patch positions of the standard
+                // deviation across the batch's images.
+                let sigma = clean.view([b, p, d]).std_dim(0, true, false).amax(0, false);
+                let noise = Tensor::randn_like(&adapted) * sigma;
+                &adapted + noise * pseudo.ambiguous.to_kind(Kind::Float).unsqueeze(1)
+            } else {
+                adapted.shallow_clone()
+            };
+            let bce = loss::balanced_bce(&net.discriminate(&perturbed), &pseudo.labels);
+            let pairs = knn::mutual_nearest_pairs(&clean);
+            let smooth = loss::mutual_smoothness(&net.discriminate(&adapted).sigmoid(), &pairs);
+            let total = &bce + &smooth * cfg.lambda;
+            opt.backward_step(&total);
+
+            let loss_value = f64::try_from(&total)?;
+            if !loss_value.is_finite() {
+                bail!("training diverged at epoch {epoch}, iteration {}: loss is {loss_value}; lower the learning rate", it + 1);
+            }
+            sum_loss += loss_value;
+            sum_bce += f64::try_from(&bce)?;
+            sum_smooth += f64::try_from(&smooth)?;
+            sum_anom += f64::try_from(pseudo.labels.mean(Kind::Float))?;
+            sum_pairs += pairs.size()[0] as f64;
+            on_progress(&Progress {
+                epoch,
+                epochs: cfg.epochs,
+                iteration: it + 1,
+                iterations_per_epoch: iterations,
+                loss: loss_value,
+            });
+        }
+        let k = iterations as f64;
+        let stats = EpochStats {
+            epoch,
+            loss: sum_loss / k,
+            bce: sum_bce / k,
+            smoothness: sum_smooth / k,
+            pseudo_anomalous: sum_anom / k,
+            mutual_pairs: sum_pairs / k,
+            bank_size: bank.size()[0],
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        log::info!(
+            "epoch {epoch}/{}: loss {:.4} (bce {:.4}, smoothness {:.4}), pseudo-anomalous {:.3}, bank {}, {:.1} s",
+            cfg.epochs,
+            stats.loss,
+            stats.bce,
+            stats.smoothness,
+            stats.pseudo_anomalous,
+            stats.bank_size,
+            stats.seconds
+        );
+        history.push(stats);
+    }
+    Ok(Trained { vs, net, history })
+}
