@@ -1,0 +1,33 @@
+//! GStreamer plugin `funad`: visual anomaly detection with FUN-AD.
+//!
+//! The plugin contains one element, [`funadscore`](FunadScore), which scores
+//! each video frame, attaches a [`FunadMeta`] to its buffer and posts a
+//! `funad-result` element message (fields in [`message`]).
+
+use gst::glib;
+
+mod funadscore;
+pub mod message;
+pub mod meta;
+
+pub use funadscore::{Device, FunadScore, Overlay};
+pub use meta::{FunadMeta, FunadResult, FunadVerdict};
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Registers the meta with the plugin, so C code finds `GstFunadMetaAPI`
+    // by name as soon as the plugin is loaded.
+    meta::meta_api_type();
+    meta::meta_info();
+    funadscore::register(plugin)
+}
+
+gst::plugin_define!(
+    funad,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    env!("CARGO_PKG_VERSION"),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    "unknown"
+);

@@ -1,0 +1,270 @@
+//! Shared set-up: GStreamer with the plugin registered statically, the MTD
+//! dataset, one model trained per test binary, and frames built from MTD images.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, OnceLock};
+
+use funad::fit::fit;
+use funad::{Detector, FeatureConfig, ModelMeta, TrainConfig, Vit};
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+/// Images of train/good in the training set; the rest of the 40 are defects.
+const TRAIN_GOOD: usize = 36;
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("GStreamer initialises");
+        gstfunad::plugin_register_static().expect("plugin registers");
+    });
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Returns the MTD dataset folder (MVTec layout): `FUNAD_MTD`, else `../shared/data/mtd`.
+pub fn mtd() -> PathBuf {
+    let path = std::env::var_os("FUNAD_MTD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data/mtd"));
+    assert!(
+        path.join("train/good").is_dir(),
+        "MTD not found at {}; set FUNAD_MTD",
+        path.display()
+    );
+    path
+}
+
+pub fn backbone_path() -> PathBuf {
+    let path = repo_root().join("weights/dinov2_vits14.safetensors");
+    assert!(
+        path.is_file(),
+        "{} missing; run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+/// Image files of an MTD folder such as `test/crack`, sorted by name.
+pub fn mtd_images(folder: &str) -> Vec<PathBuf> {
+    funad::data::image_files(&mtd().join(folder)).expect("MTD folder lists")
+}
+
+/// `count` files spread evenly over `files`.
+pub fn spread(files: &[PathBuf], count: usize) -> Vec<PathBuf> {
+    let step = (files.len() / count.max(1)).max(1);
+    files.iter().step_by(step).take(count).cloned().collect()
+}
+
+/// Images the test model is trained on: train/good plus one defect of each
+/// class, taken from the end of each folder (the tests score from the start).
+fn training_images() -> Vec<PathBuf> {
+    let mut paths = spread(&mtd_images("train/good"), TRAIN_GOOD);
+    for class in ["blowhole", "break", "crack", "fray"] {
+        paths.push(
+            mtd_images(&format!("test/{class}"))
+                .pop()
+                .expect("defect images"),
+        );
+    }
+    paths
+}
+
+pub struct TestModel {
+    /// Keeps the model file's folder alive for the whole test binary.
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub meta: ModelMeta,
+}
+
+/// Returns the model trained once per test binary (2 epochs, 40 unlabeled images) and
+/// saved to a temporary folder.
+pub fn model() -> &'static TestModel {
+    static MODEL: OnceLock<TestModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let vit = Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).expect("backbone loads"));
+        let config = TrainConfig {
+            epochs: 2,
+            ..Default::default()
+        };
+        let detector = fit(
+            vit,
+            &FeatureConfig::default(),
+            &config,
+            &training_images(),
+            None,
+            &mut |_| {},
+        )
+        .expect("test model trains");
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("model.safetensors");
+        detector.save(&path).expect("model saves");
+        let meta = Detector::read_meta(&path).expect("saved model reads back");
+        TestModel {
+            _dir: dir,
+            path,
+            meta,
+        }
+    })
+}
+
+/// Loads an 8-bit image file, grey or RGB.
+pub fn load(path: &Path) -> image::DynamicImage {
+    image::open(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Byte offsets of R, G and B (or of grey) in one pixel, and bytes per pixel.
+/// Written out here rather than taken from GStreamer, so the tests check the
+/// element's reading of the formats.
+pub fn layout(format: gst_video::VideoFormat) -> (usize, Vec<usize>) {
+    use gst_video::VideoFormat as F;
+    match format {
+        F::Gray8 => (1, vec![0]),
+        F::Rgb => (3, vec![0, 1, 2]),
+        F::Bgr => (3, vec![2, 1, 0]),
+        F::Rgbx | F::Rgba => (4, vec![0, 1, 2]),
+        F::Bgrx | F::Bgra => (4, vec![2, 1, 0]),
+        F::Xrgb | F::Argb => (4, vec![1, 2, 3]),
+        F::Xbgr | F::Abgr => (4, vec![3, 2, 1]),
+        other => panic!("no test layout for {other:?}"),
+    }
+}
+
+/// Video info of a `width`×`height` frame at 10 frames/s.
+pub fn video_info(format: gst_video::VideoFormat, width: u32, height: u32) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(format, width, height)
+        .fps(gst::Fraction::new(10, 1))
+        .build()
+        .expect("valid video info")
+}
+
+/// Builds a frame of `image` resized to `width`×`height` (native size when `None`)
+/// in `format`, with padding and alpha bytes set to 255.
+pub fn frame(
+    image: &image::DynamicImage,
+    format: gst_video::VideoFormat,
+    size: Option<(u32, u32)>,
+) -> (gst::Buffer, gst_video::VideoInfo) {
+    let image = match size {
+        Some((w, h)) => image.resize_exact(w, h, image::imageops::FilterType::Triangle),
+        None => image.clone(),
+    };
+    let rgb = image.to_rgb8();
+    let grey = image.to_luma8();
+    let (width, height) = rgb.dimensions();
+    let info = video_info(format, width, height);
+    let (pixel_stride, offsets) = layout(format);
+
+    let mut buffer = gst::Buffer::with_size(info.size()).expect("buffer allocates");
+    {
+        let buffer = buffer.get_mut().unwrap();
+        let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info).unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).unwrap();
+        data.fill(255);
+        for y in 0..height {
+            for x in 0..width {
+                let start = y as usize * stride + x as usize * pixel_stride;
+                if offsets.len() == 1 {
+                    data[start] = grey.get_pixel(x, y).0[0];
+                } else {
+                    let p = rgb.get_pixel(x, y).0;
+                    for (channel, &offset) in offsets.iter().enumerate() {
+                        data[start + offset] = p[channel];
+                    }
+                }
+            }
+        }
+    }
+    (buffer, info)
+}
+
+/// Bytes of a whole buffer.
+pub fn bytes(buffer: &gst::BufferRef) -> Vec<u8> {
+    buffer.map_readable().expect("buffer maps").to_vec()
+}
+
+/// Creates a `funadscore` element with the given properties.
+pub fn element(properties: &[(&str, &dyn ToValue)]) -> gst::Element {
+    init();
+    let mut builder = gst::ElementFactory::make("funadscore");
+    for (name, value) in properties {
+        builder = builder.property(name, value.to_value());
+    }
+    builder.build().expect("funadscore is registered")
+}
+
+/// Creates a `funadscore` element that uses the test model.
+pub fn scorer(properties: &[(&str, &dyn ToValue)]) -> gst::Element {
+    let model = model().path.display().to_string();
+    let mut all: Vec<(&str, &dyn ToValue)> = vec![("model", &model)];
+    all.extend_from_slice(properties);
+    element(&all)
+}
+
+/// Wraps `element` in a harness, which sets it to PLAYING, and attaches a bus.
+pub fn harness(element: &gst::Element) -> (gst_check::Harness, gst::Bus) {
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    (
+        gst_check::Harness::with_element(element, Some("sink"), Some("src")),
+        bus,
+    )
+}
+
+/// Pops the `funad-result` messages waiting on `bus`, in order.
+pub fn results(bus: &gst::Bus) -> Vec<gst::Structure> {
+    let mut out = Vec::new();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        let s = msg.structure().expect("element messages carry a structure");
+        if s.name() == gstfunad::message::RESULT_STRUCTURE_NAME {
+            out.push(s.to_owned());
+        }
+    }
+    out
+}
+
+/// Finds the plugin `.so` that cargo built for this test binary.
+pub fn plugin_library() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps folder");
+    [deps.join("libgstfunad.so"), deps.join("../libgstfunad.so")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("libgstfunad.so not found next to {}", exe.display()))
+}
+
+/// A folder holding only a copy of the plugin, and a fresh registry path, for
+/// `gst-launch-1.0` and `gst-inspect-1.0` (shared by the tests of one binary).
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+    pub registry: PathBuf,
+}
+
+pub fn plugin_dir() -> &'static PluginDir {
+    static DIR: OnceLock<PluginDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        std::fs::copy(plugin_library(), plugins.join("libgstfunad.so")).expect("plugin copies");
+        let registry = dir.path().join("registry.bin");
+        PluginDir { dir, registry }
+    })
+}
+
+/// Creates a command for a GStreamer tool that loads this build of the plugin and no other copy.
+pub fn gst_tool(program: &str) -> std::process::Command {
+    let plugins = plugin_dir();
+    let mut command = std::process::Command::new(program);
+    command
+        .env("GST_PLUGIN_PATH", plugins.dir.path().join("plugins"))
+        .env("GST_REGISTRY", &plugins.registry)
+        .env_remove("GST_DEBUG");
+    command
+}

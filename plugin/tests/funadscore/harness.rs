@@ -1,0 +1,521 @@
+//! `funadscore` in a gst_check harness, on real MTD frames.
+
+use gst::prelude::*;
+use gst_video::VideoFormat;
+use gstfunad::{FunadMeta, FunadResult, FunadVerdict};
+
+use crate::common::{
+    self, bytes, frame, harness, load, model, mtd_images, results, scorer, spread,
+};
+
+/// Pushes `buffer` with the caps of `info` and returns what comes out.
+fn push(
+    h: &mut gst_check::Harness,
+    buffer: gst::Buffer,
+    info: &gst_video::VideoInfo,
+) -> gst::Buffer {
+    h.set_src_caps(info.to_caps().unwrap());
+    h.push(buffer).expect("buffer flows");
+    h.pull().expect("buffer comes out")
+}
+
+/// Checks the meta of one scored frame against the test model.
+fn check_scored_meta(meta: &FunadMeta, sequence: u64) -> FunadResult {
+    let model = model();
+    let result = meta.result();
+    assert!(
+        (0.0..=1.0).contains(&result.score),
+        "score {} is outside [0, 1]",
+        result.score
+    );
+
+    assert_eq!(result.threshold, model.meta.threshold);
+    let expected = if result.score > result.threshold {
+        FunadVerdict::Ng
+    } else {
+        FunadVerdict::Ok
+    };
+    assert_eq!(
+        result.verdict, expected,
+        "score {} vs threshold {}",
+        result.score, result.threshold
+    );
+
+    assert_eq!(result.model_id, model.meta.model_id);
+    assert_eq!(result.model_version, model.meta.version);
+    assert_eq!(result.sequence, sequence);
+
+    assert_eq!(result.map_width as i64, model.meta.grid);
+    assert_eq!(result.map_height as i64, model.meta.grid);
+    assert_eq!(
+        result.map.len(),
+        (model.meta.grid * model.meta.grid) as usize
+    );
+    assert!(
+        result.map.iter().all(|v| (0.0..=1.0).contains(v)),
+        "map values outside [0, 1]"
+    );
+    let max = result.map.iter().copied().fold(f32::MIN, f32::max);
+    assert!(
+        (max - result.score).abs() < 1e-6,
+        "score {} is not the map maximum {max}",
+        result.score
+    );
+    result
+}
+
+#[test]
+fn gray8_native_size_gets_meta() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let files = spread(&mtd_images("test/good"), 3);
+    for (sequence, path) in files.iter().enumerate() {
+        let (buffer, info) = frame(&load(path), VideoFormat::Gray8, None);
+        let out = push(&mut h, buffer, &info);
+        let meta = out.meta::<FunadMeta>().expect("meta on every buffer");
+        check_scored_meta(&meta, sequence as u64);
+    }
+}
+
+#[test]
+fn colour_formats_score_like_gray8() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/crack")[0]);
+    let formats = [
+        VideoFormat::Gray8,
+        VideoFormat::Rgb,
+        VideoFormat::Bgr,
+        VideoFormat::Bgrx,
+        VideoFormat::Rgba,
+        VideoFormat::Xrgb,
+        VideoFormat::Abgr,
+    ];
+    // A grey image gives the same pixels in every format, so the same score.
+    let mut scores = Vec::new();
+    for (sequence, format) in formats.iter().enumerate() {
+        let (buffer, info) = frame(&image, *format, Some((320, 240)));
+        let out = push(&mut h, buffer, &info);
+        let meta = out
+            .meta::<FunadMeta>()
+            .unwrap_or_else(|| panic!("no meta on {format:?}"));
+        scores.push(check_scored_meta(&meta, sequence as u64).score);
+    }
+    for (format, score) in formats.iter().zip(&scores) {
+        assert!(
+            (score - scores[0]).abs() < 1e-5,
+            "{format:?} scores {score}, GRAY8 {}",
+            scores[0]
+        );
+    }
+}
+
+#[test]
+fn rgb_and_bgrx_resized_get_meta() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/blowhole")[0]);
+    let cases = [
+        (VideoFormat::Rgb, 224, 224),
+        (VideoFormat::Bgrx, 641, 479),
+        (VideoFormat::Rgb, 97, 61),
+    ];
+    for (sequence, (format, width, height)) in cases.into_iter().enumerate() {
+        let (buffer, info) = frame(&image, format, Some((width, height)));
+        let out = push(&mut h, buffer, &info);
+        assert_eq!(out.size(), info.size());
+        let meta = out
+            .meta::<FunadMeta>()
+            .unwrap_or_else(|| panic!("no meta at {width}×{height}"));
+        check_scored_meta(&meta, sequence as u64);
+    }
+}
+
+#[test]
+fn defects_score_above_good() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+
+    // 15 normal frames and 3 of each defect class. The last image of each
+    // defect folder is in the training set, and these come from the start.
+    let mut folders = vec![("test/good".to_string(), 15, false)];
+    for class in ["blowhole", "break", "crack", "fray", "uneven"] {
+        folders.push((format!("test/{class}"), 3, true));
+    }
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    for (folder, count, anomalous) in folders {
+        for path in mtd_images(&folder).iter().take(count) {
+            let (buffer, info) = frame(&load(path), VideoFormat::Gray8, None);
+            let out = push(&mut h, buffer, &info);
+            scores.push(out.meta::<FunadMeta>().expect("meta").score());
+            labels.push(anomalous);
+        }
+    }
+
+    let auroc = funad::metrics::auroc(&scores, &labels).expect("both classes present");
+    let mean_score = |anomalous: bool| {
+        let selected: Vec<f32> = scores
+            .iter()
+            .zip(&labels)
+            .filter(|(_, &label)| label == anomalous)
+            .map(|(score, _)| *score)
+            .collect();
+        selected.iter().sum::<f32>() / selected.len() as f32
+    };
+    let (good, defect) = (mean_score(false), mean_score(true));
+    eprintln!("image AUROC {auroc:.3}, mean score good {good:.4}, defect {defect:.4}");
+
+    assert!(
+        defect > good,
+        "defects score {defect} on average, good frames {good}"
+    );
+    assert!(auroc > 0.7, "image AUROC {auroc:.3} is at most 0.7");
+}
+
+#[test]
+fn pixels_untouched_without_overlay() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/break")[0]);
+    for format in [VideoFormat::Gray8, VideoFormat::Bgrx] {
+        let (buffer, info) = frame(&image, format, None);
+        let before = bytes(&buffer);
+        let out = push(&mut h, buffer, &info);
+        assert_eq!(
+            bytes(&out),
+            before,
+            "{format:?} frame changed with overlay none"
+        );
+    }
+}
+
+/// Number of pixels whose bytes differ between two frames of the same format.
+fn changed_pixels(before: &[u8], after: &[u8], info: &gst_video::VideoInfo) -> usize {
+    let stride = info.stride()[0] as usize;
+    let pixel_stride = common::layout(info.format()).0;
+    let mut changed = 0;
+    for y in 0..info.height() as usize {
+        for x in 0..info.width() as usize {
+            let start = y * stride + x * pixel_stride;
+            if before[start..start + pixel_stride] != after[start..start + pixel_stride] {
+                changed += 1;
+            }
+        }
+    }
+    changed
+}
+
+#[test]
+fn overlay_draws_into_frame() {
+    let image = load(&mtd_images("test/crack")[1]);
+    for format in [
+        VideoFormat::Gray8,
+        VideoFormat::Rgb,
+        VideoFormat::Bgrx,
+        VideoFormat::Argb,
+    ] {
+        for (overlay, min_share, max_share) in [
+            ("mark", 0.0, 0.05),
+            ("heatmap", 0.5, 1.0),
+            ("both", 0.5, 1.0),
+        ] {
+            let element = scorer(&[]);
+            element.set_property_from_str("overlay", overlay);
+            let (mut h, _bus) = harness(&element);
+            let (buffer, info) = frame(&image, format, None);
+            let before = bytes(&buffer);
+            let out = push(&mut h, buffer, &info);
+            let after = bytes(&out);
+            let changed = changed_pixels(&before, &after, &info);
+            let share = changed as f64 / (info.width() * info.height()) as f64;
+            assert!(
+                changed > 0,
+                "{format:?} with overlay {overlay} is unchanged"
+            );
+            assert!(
+                (min_share..=max_share).contains(&share),
+                "{format:?} with overlay {overlay}: {:.1}% of pixels changed",
+                100.0 * share
+            );
+            if format == VideoFormat::Argb {
+                let alpha_kept = (0..info.height() as usize).all(|y| {
+                    let row = y * info.stride()[0] as usize;
+                    (0..info.width() as usize).all(|x| after[row + 4 * x] == 255)
+                });
+                assert!(alpha_kept, "overlay {overlay} changed the alpha bytes");
+            }
+        }
+    }
+}
+
+#[test]
+fn outline_marks_regions_above_threshold() {
+    let image = load(&mtd_images("test/crack")[1]);
+    // A threshold between the lowest and highest patch score gives an outline;
+    // threshold 1 leaves no patch above it, so no outline.
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
+    let out = push(&mut h, buffer, &info);
+    let map = out.meta::<FunadMeta>().unwrap().map().to_vec();
+    let (low, high) = map
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let middle = 0.5 * (low + high);
+    drop(h);
+
+    let mark_only = {
+        let element = scorer(&[]);
+        element.set_property_from_str("overlay", "mark");
+        element.set_property("threshold", middle);
+        let (mut h, _bus) = harness(&element);
+        let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
+        let before = bytes(&buffer);
+        changed_pixels(&before, &bytes(&push(&mut h, buffer, &info)), &info)
+    };
+    let outline_run = |threshold: f32| {
+        let element = scorer(&[]);
+        element.set_property_from_str("overlay", "outline");
+        element.set_property("threshold", threshold);
+        let (mut h, _bus) = harness(&element);
+        let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
+        let before = bytes(&buffer);
+        let after = bytes(&push(&mut h, buffer, &info));
+        let magenta = after
+            .chunks(info.stride()[0] as usize)
+            .take(info.height() as usize)
+            .flat_map(|row| row[..3 * info.width() as usize].chunks_exact(3))
+            .filter(|p| *p == [255, 0, 255])
+            .count();
+        (changed_pixels(&before, &after, &info), magenta)
+    };
+    let (with_outline, magenta) = outline_run(middle);
+    assert!(magenta > 0, "no outline pixels at threshold {middle}");
+    let (_, magenta_none) = outline_run(1.0);
+    assert_eq!(
+        magenta_none, 0,
+        "outline pixels with no patch above threshold 1"
+    );
+    assert!(
+        with_outline > mark_only,
+        "outline changed {with_outline} pixels, mark alone {mark_only}"
+    );
+}
+
+#[test]
+fn threshold_property_sets_verdict() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/good")[0]);
+    for (threshold, verdict) in [(0.0f32, FunadVerdict::Ng), (1.0, FunadVerdict::Ok)] {
+        // Set while PLAYING: the next frame uses it.
+        element.set_property("threshold", threshold);
+        let (buffer, info) = frame(&image, VideoFormat::Gray8, None);
+        let out = push(&mut h, buffer, &info);
+        let meta = out.meta::<FunadMeta>().unwrap();
+        assert_eq!(meta.threshold(), threshold);
+        assert_eq!(
+            meta.verdict(),
+            verdict,
+            "score {} at threshold {threshold}",
+            meta.score()
+        );
+    }
+}
+
+#[test]
+fn timestamps_pass_through() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/good")[1]);
+    let (_, info) = frame(&image, VideoFormat::Gray8, None);
+    h.set_src_caps(info.to_caps().unwrap());
+    let cases = [
+        (
+            Some(gst::ClockTime::ZERO),
+            Some(gst::ClockTime::from_mseconds(100)),
+        ),
+        (
+            Some(gst::ClockTime::from_mseconds(100)),
+            Some(gst::ClockTime::from_mseconds(100)),
+        ),
+        (Some(gst::ClockTime::from_seconds(7)), None),
+        (None, None),
+    ];
+    for (pts, duration) in cases {
+        let (mut buffer, _) = frame(&image, VideoFormat::Gray8, None);
+        {
+            let buffer = buffer.get_mut().unwrap();
+            buffer.set_pts(pts);
+            buffer.set_duration(duration);
+            buffer.set_offset(42);
+        }
+        h.push(buffer).unwrap();
+        let out = h.pull().unwrap();
+        assert_eq!(out.pts(), pts);
+        assert_eq!(out.duration(), duration);
+        assert_eq!(out.offset(), 42);
+    }
+}
+
+#[test]
+fn events_pass_through_in_order() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let (buffer, info) = frame(&load(&mtd_images("test/good")[2]), VideoFormat::Gray8, None);
+    h.set_src_caps(info.to_caps().unwrap());
+    h.push(buffer).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    h.pull().unwrap();
+
+    let mut kinds = Vec::new();
+    while let Some(event) = h.try_pull_event() {
+        kinds.push(event.type_());
+    }
+    assert_eq!(
+        kinds,
+        [
+            gst::EventType::StreamStart,
+            gst::EventType::Caps,
+            gst::EventType::Segment,
+            gst::EventType::Eos
+        ]
+    );
+}
+
+#[test]
+fn message_matches_meta() {
+    let element = scorer(&[]);
+    let (mut h, bus) = harness(&element);
+    let image = load(&mtd_images("test/uneven")[0]);
+    let (mut buffer, info) = frame(&image, VideoFormat::Gray8, None);
+    buffer
+        .get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_mseconds(250));
+    buffer
+        .get_mut()
+        .unwrap()
+        .set_duration(gst::ClockTime::from_mseconds(100));
+    let out = push(&mut h, buffer, &info);
+    let meta = out.meta::<FunadMeta>().unwrap().result();
+
+    let messages = results(&bus);
+    assert_eq!(messages.len(), 1, "one funad-result message per frame");
+    let s = &messages[0];
+    assert_eq!(s.get::<f32>("score").unwrap(), meta.score);
+    assert_eq!(s.get::<&str>("verdict").unwrap(), meta.verdict.as_str());
+    assert_eq!(s.get::<f32>("threshold").unwrap(), meta.threshold);
+    assert_eq!(s.get::<&str>("model-id").unwrap(), meta.model_id);
+    assert_eq!(s.get::<u64>("model-version").unwrap(), meta.model_version);
+    assert_eq!(s.get::<u64>("sequence").unwrap(), 0);
+    assert_eq!(s.get::<u64>("pts").unwrap(), 250_000_000);
+    assert_eq!(s.get::<u64>("duration").unwrap(), 100_000_000);
+    assert_eq!(s.get::<u64>("running-time").unwrap(), 250_000_000);
+    assert_eq!(s.get::<u32>("map-width").unwrap(), meta.map_width);
+    assert_eq!(s.get::<u32>("map-height").unwrap(), meta.map_height);
+    let map = s.get::<gst::Buffer>("map").unwrap();
+    assert_eq!(map.size(), 4 * meta.map.len());
+
+    let (parsed, timing) = gstfunad::message::parse_result_structure(s).unwrap();
+    assert_eq!(parsed, meta);
+    assert_eq!(timing.pts, Some(gst::ClockTime::from_mseconds(250)));
+}
+
+#[test]
+fn message_without_pts_sends_none() {
+    let element = scorer(&[]);
+    let (mut h, bus) = harness(&element);
+    let (buffer, info) = frame(&load(&mtd_images("test/good")[3]), VideoFormat::Gray8, None);
+    push(&mut h, buffer, &info);
+    let messages = results(&bus);
+    assert_eq!(messages.len(), 1);
+    // GST_CLOCK_TIME_NONE, as an application reads the guint64 field.
+    assert_eq!(messages[0].get::<u64>("pts").unwrap(), u64::MAX);
+    assert_eq!(messages[0].get::<u64>("running-time").unwrap(), u64::MAX);
+}
+
+#[test]
+fn post_messages_false_posts_nothing() {
+    let element = scorer(&[("post-messages", &false)]);
+    let (mut h, bus) = harness(&element);
+    let (buffer, info) = frame(&load(&mtd_images("test/good")[4]), VideoFormat::Gray8, None);
+    let out = push(&mut h, buffer, &info);
+    assert!(
+        out.meta::<FunadMeta>().is_some(),
+        "the meta is still attached"
+    );
+    assert!(results(&bus).is_empty());
+}
+
+#[test]
+fn no_model_passes_frames_unscored() {
+    let element = common::element(&[]);
+    element.set_property_from_str("overlay", "both");
+    let (mut h, bus) = harness(&element);
+    let image = load(&mtd_images("test/crack")[2]);
+    for (sequence, format) in [VideoFormat::Gray8, VideoFormat::Bgrx]
+        .into_iter()
+        .enumerate()
+    {
+        let (buffer, info) = frame(&image, format, None);
+        let before = bytes(&buffer);
+        let out = push(&mut h, buffer, &info);
+        assert_eq!(
+            bytes(&out),
+            before,
+            "{format:?} frame changed without a model"
+        );
+        let meta = out.meta::<FunadMeta>().expect("meta without a model");
+        assert_eq!(meta.result(), FunadResult::not_scored(sequence as u64));
+    }
+    let messages = results(&bus);
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].get::<&str>("verdict").unwrap(), "no-model");
+    assert_eq!(messages[0].get::<f32>("score").unwrap(), -1.0);
+    assert_eq!(messages[1].get::<u64>("sequence").unwrap(), 1);
+    assert!(element.property::<Option<String>>("model-id").is_none());
+}
+
+#[test]
+fn model_properties_after_start() {
+    let element = scorer(&[]);
+    assert!(
+        element.property::<Option<String>>("model-id").is_none(),
+        "no model before start"
+    );
+    let (_h, _bus) = harness(&element);
+    let model = model();
+    assert_eq!(
+        element.property::<Option<String>>("model-id").as_deref(),
+        Some(model.meta.model_id.as_str())
+    );
+    assert_eq!(element.property::<u64>("model-version"), model.meta.version);
+}
+
+#[test]
+fn sequence_survives_flush_and_resets_on_restart() {
+    let element = common::element(&[]);
+    let (mut h, _bus) = harness(&element);
+    let (buffer, info) = frame(&load(&mtd_images("test/good")[5]), VideoFormat::Gray8, None);
+    let sequence = |b: &gst::Buffer| b.meta::<FunadMeta>().unwrap().sequence();
+
+    assert_eq!(sequence(&push(&mut h, buffer.clone(), &info)), 0);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    h.push(buffer.clone()).unwrap();
+    assert_eq!(sequence(&h.pull().unwrap()), 1, "flush keeps counting");
+
+    element.set_state(gst::State::Null).unwrap();
+    element.set_state(gst::State::Playing).unwrap();
+    assert!(h.push_event(gst::event::StreamStart::new("restarted")));
+    assert_eq!(
+        sequence(&push(&mut h, buffer, &info)),
+        0,
+        "a restart counts from 0"
+    );
+}
