@@ -15,9 +15,10 @@
 //! | `map-height` | `guint` | anomaly map height in patches; 0 when not scored |
 //! | `map` | `GstBuffer` | `map-width × map-height` patch scores, row-major, 32-bit floats in host byte order (little-endian on x86-64 and ARM64); empty when not scored |
 //!
-//! In Python (PyGObject), `numpy.frombuffer(s.get_value("map").extract_dup(0,
-//! s.get_value("map").get_size()), dtype=numpy.float32).reshape(h, w)` reads
-//! the map of structure `s`.
+//! In Python (PyGObject), with `map = s.get_value("map")` for a structure `s`,
+//! `numpy.frombuffer(map.extract_dup(0, map.get_size()), dtype=numpy.float32)`
+//! gives the values. NOTE: the tests read the fields from Rust only; the
+//! Python lines are unchecked, because the test machine has no PyGObject.
 
 use gst::glib;
 

@@ -223,6 +223,7 @@ impl FunadScore {
         }
     }
 
+    /// Attaches `result` to the buffer as a meta and, when enabled, posts it as a message.
     fn publish(&self, buffer: &mut gst::BufferRef, result: &FunadResult, post_messages: bool) {
         let timing = self.frame_timing(buffer);
         FunadMeta::add(buffer, result);
@@ -294,8 +295,8 @@ impl ObjectImpl for FunadScore {
                 glib::ParamSpecFloat::builder("threshold")
                     .nick("Threshold")
                     .blurb(
-                        "Image score above which a frame is NG, from 0 to 1; \
-                         -1 uses the threshold stored in the model file",
+                        "Image score above which a frame is NG, from 0 to 1; a negative \
+                         value (the default, -1) uses the threshold stored in the model file",
                     )
                     .minimum(-1.0)
                     .maximum(1.0)
@@ -599,12 +600,22 @@ impl BaseTransformImpl for FunadScore {
         &self,
         buffer: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if buffer.flags().contains(gst::BufferFlags::GAP) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Gap buffer at {:?} passes through unscored",
+                buffer.pts()
+            );
+            return Ok(gst::FlowSuccess::Ok);
+        }
+
         let settings = self.settings.lock().unwrap().clone();
         let (detector, info, sequence) = {
             let mut state = self.state.lock().unwrap();
+            // No state: stop() ran while this buffer was on its way.
             let Some(state) = state.as_mut() else {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["Not started"]);
-                return Err(gst::FlowError::NotNegotiated);
+                return Err(gst::FlowError::Flushing);
             };
             let Some(info) = state.info.clone() else {
                 gst::element_imp_error!(

@@ -14,7 +14,9 @@
 //!
 //! The `sequence` number counts frames from 0 at each start (READY→PAUSED).
 //! A flush does not reset it, so after a seek it keeps rising and an
-//! application can tell results apart by sequence alone.
+//! application can tell results apart by sequence alone. Gap buffers (flag
+//! `GAP`) pass through unscored, without a meta or a message, and take no
+//! sequence number.
 //!
 //! ## Example
 //!

@@ -158,13 +158,13 @@ pub fn render(
     };
     let side = mark_size(w, h);
     let border_width = (side / 8).max(1);
-    let _ = image
+    image
         .narrow(0, 0, side)
         .narrow(1, 0, side)
         .copy_(&paint_tensor(border, c));
     if side > 2 * border_width {
         let inner = side - 2 * border_width;
-        let _ = image
+        image
             .narrow(0, border_width, inner)
             .narrow(1, border_width, inner)
             .copy_(&paint_tensor(fill, c));

@@ -33,6 +33,19 @@ impl PixelLayout {
                 .collect(),
         })
     }
+
+    /// Checks that a plane of `len` bytes with rows `stride` bytes apart holds
+    /// `width`×`height` pixels, so that indexing it cannot go out of bounds.
+    fn check_plane(&self, len: usize, stride: i32, width: usize, height: usize) -> Result<usize> {
+        let row_bytes = width * self.pixel_stride;
+        let Ok(stride) = usize::try_from(stride) else {
+            bail!("negative plane stride {stride}");
+        };
+        if height > 0 && (stride < row_bytes || len < (height - 1) * stride + row_bytes) {
+            bail!("plane of {len} bytes with stride {stride} is too small for {width}×{height} pixels");
+        }
+        Ok(stride)
+    }
 }
 
 /// Checks that `format` is a packed 8-bit grey or RGB-family format that
@@ -46,8 +59,8 @@ pub fn check_format(format: gst_video::VideoFormat) -> Result<()> {
 pub fn frame_to_pixels<T>(frame: &gst_video::VideoFrameRef<T>) -> Result<Tensor> {
     let layout = PixelLayout::of(&frame.format_info())?;
     let (width, height) = (frame.width() as usize, frame.height() as usize);
-    let stride = frame.plane_stride()[0] as usize;
     let data = frame.plane_data(0)?;
+    let stride = layout.check_plane(data.len(), frame.plane_stride()[0], width, height)?;
     let channels = layout.offsets.len();
 
     let mut pixels = Vec::with_capacity(width * height * channels);
@@ -78,8 +91,9 @@ pub fn pixels_to_frame(
         );
     }
     let values: Vec<u8> = Vec::try_from(pixels.contiguous().view([-1]))?;
-    let stride = frame.plane_stride()[0] as usize;
+    let stride = frame.plane_stride()[0];
     let data = frame.plane_data_mut(0)?;
+    let stride = layout.check_plane(data.len(), stride, width, height)?;
 
     for (y, source_row) in values.chunks_exact(width * channels).enumerate() {
         let row = &mut data[y * stride..];

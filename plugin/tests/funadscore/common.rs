@@ -15,9 +15,37 @@ const TRAIN_GOOD: usize = 36;
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
+        // A fresh registry, so a plugin blacklisted in the user's cache by an
+        // earlier failed load cannot hide elements the tests use.
+        if std::env::var_os("GST_REGISTRY").is_none() {
+            std::env::set_var("GST_REGISTRY", scratch_dir().join("registry.bin"));
+        }
         gst::init().expect("GStreamer initialises");
         gstfunad::plugin_register_static().expect("plugin registers");
     });
+}
+
+/// Returns this process's scratch folder under cargo's test temporary folder,
+/// after removing the folders of earlier test processes that have exited.
+///
+/// Statics are never dropped, so `tempfile::TempDir` would leave the model
+/// and the plugin copy (about 160 MB in a debug build) behind after each run.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("funadscore-tests");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let pid = entry.file_name().to_string_lossy().to_string();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        dir
+    })
 }
 
 pub fn repo_root() -> PathBuf {
@@ -76,14 +104,12 @@ fn training_images() -> Vec<PathBuf> {
 }
 
 pub struct TestModel {
-    /// Keeps the model file's folder alive for the whole test binary.
-    _dir: tempfile::TempDir,
     pub path: PathBuf,
     pub meta: ModelMeta,
 }
 
-/// Returns the model trained once per test binary (2 epochs, 40 unlabeled images) and
-/// saved to a temporary folder.
+/// Returns the model trained once per test binary (2 epochs, 40 unlabeled
+/// images) and saved to the scratch folder.
 pub fn model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
     MODEL.get_or_init(|| {
@@ -101,15 +127,10 @@ pub fn model() -> &'static TestModel {
             &mut |_| {},
         )
         .expect("test model trains");
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let path = dir.path().join("model.safetensors");
+        let path = scratch_dir().join("model.safetensors");
         detector.save(&path).expect("model saves");
         let meta = Detector::read_meta(&path).expect("saved model reads back");
-        TestModel {
-            _dir: dir,
-            path,
-            meta,
-        }
+        TestModel { path, meta }
     })
 }
 
@@ -239,32 +260,28 @@ pub fn plugin_library() -> PathBuf {
         .unwrap_or_else(|| panic!("libgstfunad.so not found next to {}", exe.display()))
 }
 
-/// A folder holding only a copy of the plugin, and a fresh registry path, for
-/// `gst-launch-1.0` and `gst-inspect-1.0` (shared by the tests of one binary).
-pub struct PluginDir {
-    pub dir: tempfile::TempDir,
-    pub registry: PathBuf,
-}
-
-pub fn plugin_dir() -> &'static PluginDir {
-    static DIR: OnceLock<PluginDir> = OnceLock::new();
+/// Returns a folder holding only the plugin (a hard link, or a copy where
+/// linking fails), for `GST_PLUGIN_PATH` of the GStreamer tools.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let plugins = dir.path().join("plugins");
-        std::fs::create_dir(&plugins).unwrap();
-        std::fs::copy(plugin_library(), plugins.join("libgstfunad.so")).expect("plugin copies");
-        let registry = dir.path().join("registry.bin");
-        PluginDir { dir, registry }
+        let dir = scratch_dir().join("plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("libgstfunad.so");
+        let _ = std::fs::remove_file(&target);
+        if std::fs::hard_link(plugin_library(), &target).is_err() {
+            std::fs::copy(plugin_library(), &target).expect("plugin copies");
+        }
+        dir
     })
 }
 
 /// Creates a command for a GStreamer tool that loads this build of the plugin and no other copy.
 pub fn gst_tool(program: &str) -> std::process::Command {
-    let plugins = plugin_dir();
     let mut command = std::process::Command::new(program);
     command
-        .env("GST_PLUGIN_PATH", plugins.dir.path().join("plugins"))
-        .env("GST_REGISTRY", &plugins.registry)
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_REGISTRY", scratch_dir().join("tools-registry.bin"))
         .env_remove("GST_DEBUG");
     command
 }

@@ -209,6 +209,10 @@ fn changed_pixels(before: &[u8], after: &[u8], info: &gst_video::VideoInfo) -> u
 #[test]
 fn overlay_draws_into_frame() {
     let image = load(&mtd_images("test/crack")[1]);
+    // One element for all cases: overlay is mutable while PLAYING, and the
+    // caps change with each format.
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
     for format in [
         VideoFormat::Gray8,
         VideoFormat::Rgb,
@@ -220,13 +224,12 @@ fn overlay_draws_into_frame() {
             ("heatmap", 0.5, 1.0),
             ("both", 0.5, 1.0),
         ] {
-            let element = scorer(&[]);
             element.set_property_from_str("overlay", overlay);
-            let (mut h, _bus) = harness(&element);
             let (buffer, info) = frame(&image, format, None);
             let before = bytes(&buffer);
             let out = push(&mut h, buffer, &info);
             let after = bytes(&out);
+
             let changed = changed_pixels(&before, &after, &info);
             let share = changed as f64 / (info.width() * info.height()) as f64;
             assert!(
@@ -252,8 +255,6 @@ fn overlay_draws_into_frame() {
 #[test]
 fn outline_marks_regions_above_threshold() {
     let image = load(&mtd_images("test/crack")[1]);
-    // A threshold between the lowest and highest patch score gives an outline;
-    // threshold 1 leaves no patch above it, so no outline.
     let element = scorer(&[]);
     let (mut h, _bus) = harness(&element);
     let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
@@ -263,22 +264,11 @@ fn outline_marks_regions_above_threshold() {
         .iter()
         .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     let middle = 0.5 * (low + high);
-    drop(h);
 
-    let mark_only = {
-        let element = scorer(&[]);
-        element.set_property_from_str("overlay", "mark");
-        element.set_property("threshold", middle);
-        let (mut h, _bus) = harness(&element);
-        let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
-        let before = bytes(&buffer);
-        changed_pixels(&before, &bytes(&push(&mut h, buffer, &info)), &info)
-    };
-    let outline_run = |threshold: f32| {
-        let element = scorer(&[]);
-        element.set_property_from_str("overlay", "outline");
+    // Returns the changed and the magenta (outline colour) pixels of one frame.
+    let mut draw = |overlay: &str, threshold: f32| {
+        element.set_property_from_str("overlay", overlay);
         element.set_property("threshold", threshold);
-        let (mut h, _bus) = harness(&element);
         let (buffer, info) = frame(&image, VideoFormat::Rgb, None);
         let before = bytes(&buffer);
         let after = bytes(&push(&mut h, buffer, &info));
@@ -290,16 +280,21 @@ fn outline_marks_regions_above_threshold() {
             .count();
         (changed_pixels(&before, &after, &info), magenta)
     };
-    let (with_outline, magenta) = outline_run(middle);
+
+    // A threshold between the lowest and highest patch score gives an outline.
+    let (mark_only, _) = draw("mark", middle);
+    let (with_outline, magenta) = draw("outline", middle);
     assert!(magenta > 0, "no outline pixels at threshold {middle}");
-    let (_, magenta_none) = outline_run(1.0);
-    assert_eq!(
-        magenta_none, 0,
-        "outline pixels with no patch above threshold 1"
-    );
     assert!(
         with_outline > mark_only,
         "outline changed {with_outline} pixels, mark alone {mark_only}"
+    );
+
+    // Threshold 1 leaves no patch above it, so no outline.
+    let (_, magenta_none) = draw("outline", 1.0);
+    assert_eq!(
+        magenta_none, 0,
+        "outline pixels with no patch above threshold 1"
     );
 }
 
@@ -518,4 +513,48 @@ fn sequence_survives_flush_and_resets_on_restart() {
         0,
         "a restart counts from 0"
     );
+}
+
+#[test]
+fn gap_buffer_passes_unscored() {
+    let element = scorer(&[]);
+    let (mut h, bus) = harness(&element);
+    let (_, info) = frame(&load(&mtd_images("test/good")[6]), VideoFormat::Gray8, None);
+    h.set_src_caps(info.to_caps().unwrap());
+    let mut gap = gst::Buffer::new();
+    gap.get_mut().unwrap().set_flags(gst::BufferFlags::GAP);
+    h.push(gap).expect("gap buffer flows");
+    let out = h.pull().unwrap();
+    assert!(out.flags().contains(gst::BufferFlags::GAP));
+    assert!(out.meta::<FunadMeta>().is_none());
+    assert!(results(&bus).is_empty());
+
+    // The gap took no sequence number.
+    let (buffer, _) = frame(&load(&mtd_images("test/good")[6]), VideoFormat::Gray8, None);
+    let out = push(&mut h, buffer, &info);
+    assert_eq!(out.meta::<FunadMeta>().unwrap().sequence(), 0);
+}
+
+#[test]
+fn short_buffer_is_stream_error() {
+    let element = scorer(&[]);
+    let (mut h, bus) = harness(&element);
+    let (_, info) = frame(&load(&mtd_images("test/good")[7]), VideoFormat::Rgb, None);
+    h.set_src_caps(info.to_caps().unwrap());
+    let short = gst::Buffer::with_size(info.size() / 2).unwrap();
+    assert_eq!(h.push(short), Err(gst::FlowError::Error));
+
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error().matches(gst::StreamError::Failed),
+        "{:?}",
+        err.error()
+    );
+    let text = err.error().to_string();
+    assert!(text.contains("Failed to score frame 0"), "{text}");
 }
