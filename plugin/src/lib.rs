@@ -10,7 +10,7 @@ mod funadscore;
 pub mod message;
 pub mod meta;
 
-pub use funadscore::{Device, FunadScore, Overlay};
+pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -11,7 +11,7 @@ use funad::Detector;
 
 use super::overlay::{self, OverlayStyle};
 use super::pixels;
-use super::{Device, Overlay};
+use super::{FunadDevice, FunadOverlay};
 use crate::message::{self, FrameTiming};
 use crate::{FunadMeta, FunadResult};
 
@@ -38,10 +38,10 @@ const FORMATS: [gst_video::VideoFormat; 11] = [
     gst_video::VideoFormat::Abgr,
 ];
 
-const DEFAULT_DEVICE: Device = Device::Auto;
+const DEFAULT_DEVICE: FunadDevice = FunadDevice::Auto;
 /// A negative threshold selects the one stored in the model file.
 const DEFAULT_THRESHOLD: f32 = -1.0;
-const DEFAULT_OVERLAY: Overlay = Overlay::None;
+const DEFAULT_OVERLAY: FunadOverlay = FunadOverlay::None;
 const DEFAULT_OVERLAY_OPACITY: f64 = 0.5;
 const DEFAULT_POST_MESSAGES: bool = true;
 
@@ -51,9 +51,9 @@ struct Settings {
     model: Option<PathBuf>,
     /// Backbone weights that replace the path recorded in the model file.
     backbone: Option<PathBuf>,
-    device: Device,
+    device: FunadDevice,
     threshold: f32,
-    overlay: Overlay,
+    overlay: FunadOverlay,
     overlay_opacity: f64,
     post_messages: bool,
 }
@@ -245,11 +245,11 @@ impl FunadScore {
 
     fn overlay_style(settings: &Settings) -> Option<OverlayStyle> {
         let (heatmap, outline) = match settings.overlay {
-            Overlay::None => return None,
-            Overlay::Mark => (false, false),
-            Overlay::Heatmap => (true, false),
-            Overlay::Outline => (false, true),
-            Overlay::Both => (true, true),
+            FunadOverlay::None => return None,
+            FunadOverlay::Mark => (false, false),
+            FunadOverlay::Heatmap => (true, false),
+            FunadOverlay::Outline => (false, true),
+            FunadOverlay::Both => (true, true),
         };
         Some(OverlayStyle {
             heatmap,
@@ -372,7 +372,7 @@ impl ObjectImpl for FunadScore {
                 settings.backbone = backbone;
             }
             "device" => {
-                let device = value.get::<Device>().expect("type checked upstream");
+                let device = value.get::<FunadDevice>().expect("type checked upstream");
                 gst::info!(
                     CAT,
                     imp = self,
@@ -392,7 +392,7 @@ impl ObjectImpl for FunadScore {
                 settings.threshold = threshold;
             }
             "overlay" => {
-                let overlay = value.get::<Overlay>().expect("type checked upstream");
+                let overlay = value.get::<FunadOverlay>().expect("type checked upstream");
                 gst::info!(
                     CAT,
                     imp = self,

@@ -37,7 +37,7 @@ mod pixels;
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstFunadDevice")]
-pub enum Device {
+pub enum FunadDevice {
     #[enum_value(name = "CUDA when available, else CPU", nick = "auto")]
     Auto = 0,
     #[enum_value(name = "CPU", nick = "cpu")]
@@ -46,13 +46,13 @@ pub enum Device {
     Cuda = 2,
 }
 
-impl Device {
+impl FunadDevice {
     /// Returns the device name that `funad::select_device` reads.
     pub fn as_str(self) -> &'static str {
         match self {
-            Device::Auto => "auto",
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
+            FunadDevice::Auto => "auto",
+            FunadDevice::Cpu => "cpu",
+            FunadDevice::Cuda => "cuda",
         }
     }
 }
@@ -61,7 +61,7 @@ impl Device {
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstFunadOverlay")]
-pub enum Overlay {
+pub enum FunadOverlay {
     #[enum_value(name = "Nothing: frames stay untouched", nick = "none")]
     None = 0,
     #[enum_value(name = "OK/NG mark in the top-left corner", nick = "mark")]

@@ -447,7 +447,7 @@ fn post_messages_false_posts_nothing() {
 #[test]
 fn no_model_passes_frames_unscored() {
     let element = common::element(&[]);
-    element.set_property_from_str("overlay", "both");
+    element.set_property("overlay", gstfunad::FunadOverlay::Both);
     let (mut h, bus) = harness(&element);
     let image = load(&mtd_images("test/crack")[2]);
     for (sequence, format) in [VideoFormat::Gray8, VideoFormat::Bgrx]
