@@ -34,7 +34,7 @@ impl PixelLayout {
         })
     }
 
-    /// Checks that a plane of `len` bytes with rows `stride` bytes apart holds
+    /// Checks that a plane of `len` bytes with rows `stride` bytes apart contains
     /// `width`×`height` pixels, so that indexing it cannot go out of bounds.
     fn check_plane(&self, len: usize, stride: i32, width: usize, height: usize) -> Result<usize> {
         let row_bytes = width * self.pixel_stride;
