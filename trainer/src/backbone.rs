@@ -78,9 +78,15 @@ struct Block {
 impl Block {
     fn new(p: nn::Path, cfg: &VitConfig) -> Self {
         let d = cfg.embed_dim;
-        let ln = nn::LayerNormConfig { eps: LAYER_NORM_EPS, ..Default::default() };
+        let ln = nn::LayerNormConfig {
+            eps: LAYER_NORM_EPS,
+            ..Default::default()
+        };
         let hidden = 4 * d;
-        let ls = |name: &str| cfg.layer_scale.then(|| (&p / name).var("gamma", &[d], nn::Init::Const(1.0)));
+        let ls = |name: &str| {
+            cfg.layer_scale
+                .then(|| (&p / name).var("gamma", &[d], nn::Init::Const(1.0)))
+        };
         Block {
             norm1: nn::layer_norm(&p / "norm1", vec![d], ln),
             qkv: nn::linear(&p / "attn" / "qkv", d, 3 * d, Default::default()),
@@ -104,14 +110,25 @@ impl Block {
             .reshape([b, n, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        let attn = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
         let mut y = self.proj.forward(&attn.transpose(1, 2).reshape([b, n, d]));
         if let Some(g) = &self.ls1 {
             y *= g;
         }
         let x = x + y;
 
-        let mut y = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)).gelu("none"));
+        let mut y = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)).gelu("none"));
         if let Some(g) = &self.ls2 {
             y *= g;
         }
@@ -150,22 +167,31 @@ unsafe impl Sync for Vit {}
 
 impl std::fmt::Debug for Vit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vit").field("id", &self.id).field("path", &self.path).finish()
+        f.debug_struct("Vit")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 /// Returns the SHA-256 of a file as lower-case hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
 fn infer_config(path: &Path) -> Result<VitConfig> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read backbone weights {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read backbone weights {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| {
-        format!("{} is not a valid safetensors file (truncated or another format?)", path.display())
+        format!(
+            "{} is not a valid safetensors file (truncated or another format?)",
+            path.display()
+        )
     })?;
     let shape = |name: &str| -> Result<Vec<usize>> {
         Ok(st
@@ -182,12 +208,20 @@ fn infer_config(path: &Path) -> Result<VitConfig> {
     };
     let pe = shape("patch_embed.proj.weight")?;
     if pe.len() != 4 || pe[1] != 3 || pe[2] != pe[3] {
-        bail!("{}: patch_embed.proj.weight has shape {pe:?}, expected [width, 3, p, p]", path.display());
+        bail!(
+            "{}: patch_embed.proj.weight has shape {pe:?}, expected [width, 3, p, p]",
+            path.display()
+        );
     }
     let embed_dim = pe[0] as i64;
-    let depth = (0..).take_while(|i| st.tensor(&format!("blocks.{i}.norm1.weight")).is_ok()).count() as i64;
+    let depth = (0..)
+        .take_while(|i| st.tensor(&format!("blocks.{i}.norm1.weight")).is_ok())
+        .count() as i64;
     if depth == 0 {
-        bail!("{} has no `blocks.0.*` tensors; it is not a DINO ViT checkpoint", path.display());
+        bail!(
+            "{} has no `blocks.0.*` tensors; it is not a DINO ViT checkpoint",
+            path.display()
+        );
     }
     let num_registers = match st.tensor("register_tokens") {
         Ok(t) => t.shape()[1] as i64,
@@ -197,10 +231,16 @@ fn infer_config(path: &Path) -> Result<VitConfig> {
     let grid_tokens = pos[1] as i64 - 1;
     let pos_grid = (grid_tokens as f64).sqrt().round() as i64;
     if pos_grid * pos_grid != grid_tokens {
-        bail!("{}: pos_embed holds {grid_tokens} grid entries, not a square grid", path.display());
+        bail!(
+            "{}: pos_embed holds {grid_tokens} grid entries, not a square grid",
+            path.display()
+        );
     }
     if embed_dim % HEAD_DIM != 0 {
-        bail!("{}: width {embed_dim} is not a multiple of the head width {HEAD_DIM}", path.display());
+        bail!(
+            "{}: width {embed_dim} is not a multiple of the head width {HEAD_DIM}",
+            path.display()
+        );
     }
     Ok(VitConfig {
         patch_size: pe[2] as i64,
@@ -221,18 +261,39 @@ impl Vit {
         let mut vs = nn::VarStore::new(device);
         let root = vs.root();
         let d = cfg.embed_dim;
-        let conv = nn::ConvConfig { stride: cfg.patch_size, ..Default::default() };
+        let conv = nn::ConvConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
         let patch_embed = nn::conv2d(&root / "patch_embed" / "proj", 3, d, cfg.patch_size, conv);
         let cls_token = root.var("cls_token", &[1, 1, d], nn::Init::Const(0.0));
-        let register_tokens = (cfg.num_registers > 0)
-            .then(|| root.var("register_tokens", &[1, cfg.num_registers, d], nn::Init::Const(0.0)));
-        let pos_embed = root.var("pos_embed", &[1, 1 + cfg.pos_grid * cfg.pos_grid, d], nn::Init::Const(0.0));
-        let blocks = (0..cfg.depth).map(|i| Block::new(&root / "blocks" / i, &cfg)).collect();
-        let ln = nn::LayerNormConfig { eps: LAYER_NORM_EPS, ..Default::default() };
+        let register_tokens = (cfg.num_registers > 0).then(|| {
+            root.var(
+                "register_tokens",
+                &[1, cfg.num_registers, d],
+                nn::Init::Const(0.0),
+            )
+        });
+        let pos_embed = root.var(
+            "pos_embed",
+            &[1, 1 + cfg.pos_grid * cfg.pos_grid, d],
+            nn::Init::Const(0.0),
+        );
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::new(&root / "blocks" / i, &cfg))
+            .collect();
+        let ln = nn::LayerNormConfig {
+            eps: LAYER_NORM_EPS,
+            ..Default::default()
+        };
         let norm = nn::layer_norm(&root / "norm", vec![d], ln);
         load_partial(&mut vs, path)?;
         vs.freeze();
-        let id = BackboneId { name: cfg.name(), sha256, config: cfg.clone() };
+        let id = BackboneId {
+            name: cfg.name(),
+            sha256,
+            config: cfg.clone(),
+        };
         Ok(Vit {
             vs,
             cfg,
@@ -276,7 +337,11 @@ impl Vit {
         }
         let d = self.cfg.embed_dim;
         let cls = self.pos_embed.narrow(1, 0, 1);
-        let grid = self.pos_embed.narrow(1, 1, g * g).reshape([1, g, g, d]).permute([0, 3, 1, 2]);
+        let grid = self
+            .pos_embed
+            .narrow(1, 1, g * g)
+            .reshape([1, g, g, d])
+            .permute([0, 3, 1, 2]);
         let grid = grid.upsample_bicubic2d([gh, gw], false, None, None);
         let grid = grid.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
         Tensor::cat(&[cls, grid], 1)
@@ -286,26 +351,42 @@ impl Vit {
     /// requested block and returns the tokens after each requested block
     /// (1-based indices). H and W must be multiples of the patch size.
     pub fn forward_blocks(&self, images: &Tensor, blocks: &[usize]) -> Result<Vec<BlockTokens>> {
-        let (b, c, h, w) = images.size4().context("backbone input must be [batch, 3, H, W]")?;
+        let (b, c, h, w) = images
+            .size4()
+            .context("backbone input must be [batch, 3, H, W]")?;
         let p = self.cfg.patch_size;
         if c != 3 || h % p != 0 || w % p != 0 {
             bail!("backbone input has shape [{b}, {c}, {h}, {w}]; expected 3 channels and H, W multiples of {p}");
         }
         let last = *blocks.iter().max().context("no block requested")?;
         if blocks.contains(&0) || last > self.cfg.depth as usize {
-            bail!("requested blocks {blocks:?}, but this backbone has blocks 1 to {}", self.cfg.depth);
+            bail!(
+                "requested blocks {blocks:?}, but this backbone has blocks 1 to {}",
+                self.cfg.depth
+            );
         }
         let (gh, gw) = (h / p, w / p);
         let d = self.cfg.embed_dim;
         let r = self.cfg.num_registers;
 
         let _guard = tch::no_grad_guard();
-        let x = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
+        let x = self
+            .patch_embed
+            .forward(images)
+            .flatten(2, 3)
+            .transpose(1, 2);
         let x = Tensor::cat(&[self.cls_token.expand([b, 1, d], false), x], 1);
         let mut x = x + self.pos_embed_for(gh, gw);
         if let Some(reg) = &self.register_tokens {
             // DINOv2 inserts register tokens after adding the position embedding.
-            x = Tensor::cat(&[x.narrow(1, 0, 1), reg.expand([b, r, d], false), x.narrow(1, 1, gh * gw)], 1);
+            x = Tensor::cat(
+                &[
+                    x.narrow(1, 0, 1),
+                    reg.expand([b, r, d], false),
+                    x.narrow(1, 1, gh * gw),
+                ],
+                1,
+            );
         }
 
         let mut out = Vec::with_capacity(blocks.len());
@@ -330,14 +411,18 @@ impl Vit {
         let tokens = self.forward_blocks(images, &[self.cfg.depth as usize])?;
         let t = &tokens[0];
         let (b, gh, gw, d) = t.patches.size4()?;
-        Ok(Tensor::cat(&[t.cls.unsqueeze(1), t.patches.reshape([b, gh * gw, d])], 1))
+        Ok(Tensor::cat(
+            &[t.cls.unsqueeze(1), t.patches.reshape([b, gh * gw, d])],
+            1,
+        ))
     }
 }
 
 /// Loads every variable of `vs` from `path` and fails on any missing tensor
 /// or shape mismatch, naming it.
 fn load_partial(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let named = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let named = Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let named: std::collections::HashMap<_, _> = named.into_iter().collect();
     let _guard = tch::no_grad_guard();
     for (name, mut var) in vs.variables() {
@@ -345,7 +430,12 @@ fn load_partial(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
             .get(&name)
             .with_context(|| format!("{} has no tensor `{name}`", path.display()))?;
         if src.size() != var.size() {
-            bail!("{}: `{name}` has shape {:?}, expected {:?}", path.display(), src.size(), var.size());
+            bail!(
+                "{}: `{name}` has shape {:?}, expected {:?}",
+                path.display(),
+                src.size(),
+                var.size()
+            );
         }
         var.copy_(&src.to_kind(Kind::Float));
     }

@@ -19,7 +19,12 @@ pub fn load_image(path: &Path) -> Result<Tensor> {
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?
         .decode()
-        .with_context(|| format!("cannot decode image {} (corrupt or unsupported format?)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot decode image {} (corrupt or unsupported format?)",
+                path.display()
+            )
+        })?;
     let (w, h) = (img.width() as i64, img.height() as i64);
     let t = if img.color().has_color() {
         Tensor::from_slice(img.to_rgb8().as_raw()).view([h, w, 3])
@@ -45,10 +50,13 @@ fn is_image(path: &Path) -> bool {
 
 /// Image files directly inside `dir`, sorted by name.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("cannot list folder {}", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("cannot list folder {}", dir.display()))?
+            .path();
         if path.is_file() && is_image(&path) {
             files.push(path);
         }
@@ -64,7 +72,11 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if input.is_dir() {
             let found = image_files(input)?;
             if found.is_empty() {
-                bail!("folder {} contains no {} images", input.display(), IMAGE_EXTENSIONS.join("/"));
+                bail!(
+                    "folder {} contains no {} images",
+                    input.display(),
+                    IMAGE_EXTENSIONS.join("/")
+                );
             }
             files.extend(found);
         } else if input.is_file() {
@@ -94,7 +106,9 @@ impl Sample {
 }
 
 /// Whether the defect images moved into training are also evaluated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overlap {
     /// Moved images are not evaluated.
@@ -116,17 +130,30 @@ pub struct ContaminatedSplit {
 /// Builds the FUN-AD protocol split: moves `round(ratio × |train/good|)` defect
 /// images from `test/` into the training set, spread over the defect types in
 /// proportion to their counts and chosen with `seed`.
-pub fn contaminated_split(root: &Path, ratio: f64, overlap: Overlap, seed: u64) -> Result<ContaminatedSplit> {
+pub fn contaminated_split(
+    root: &Path,
+    ratio: f64,
+    overlap: Overlap,
+    seed: u64,
+) -> Result<ContaminatedSplit> {
     if !(0.0..=1.0).contains(&ratio) {
         bail!("anomaly-to-normal ratio {ratio} is invalid: use a value from 0 to 1 (0.1 for 10%)");
     }
     let train_good = image_files(&root.join("train/good"))?;
     if train_good.is_empty() {
-        bail!("{} has no images in train/good; expected the MVTec AD layout", root.display());
+        bail!(
+            "{} has no images in train/good; expected the MVTec AD layout",
+            root.display()
+        );
     }
     let test_dir = root.join("test");
     let mut kinds: Vec<String> = std::fs::read_dir(&test_dir)
-        .with_context(|| format!("cannot list {}; expected the MVTec AD layout", test_dir.display()))?
+        .with_context(|| {
+            format!(
+                "cannot list {}; expected the MVTec AD layout",
+                test_dir.display()
+            )
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -140,10 +167,16 @@ pub fn contaminated_split(root: &Path, ratio: f64, overlap: Overlap, seed: u64) 
         for path in image_files(&test_dir.join(kind))? {
             let mask = (kind != "good").then(|| {
                 let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                root.join("ground_truth").join(kind).join(format!("{stem}_mask.png"))
+                root.join("ground_truth")
+                    .join(kind)
+                    .join(format!("{stem}_mask.png"))
             });
             let mask = mask.filter(|m| m.is_file());
-            samples.push(Sample { path, defect: kind.clone(), mask });
+            samples.push(Sample {
+                path,
+                defect: kind.clone(),
+                mask,
+            });
         }
         if kind == "good" {
             good = samples;
@@ -161,7 +194,10 @@ pub fn contaminated_split(root: &Path, ratio: f64, overlap: Overlap, seed: u64) 
     }
 
     // Largest-remainder apportionment of `wanted` over the defect types.
-    let mut quota: Vec<usize> = defects.iter().map(|d| d.len() * wanted / total_defects.max(1)).collect();
+    let mut quota: Vec<usize> = defects
+        .iter()
+        .map(|d| d.len() * wanted / total_defects.max(1))
+        .collect();
     let mut rest: Vec<usize> = (0..defects.len()).collect();
     rest.sort_by_key(|&i| std::cmp::Reverse((defects[i].len() * wanted) % total_defects.max(1)));
     for &i in rest.iter().take(wanted - quota.iter().sum::<usize>()) {
@@ -184,5 +220,9 @@ pub fn contaminated_split(root: &Path, ratio: f64, overlap: Overlap, seed: u64) 
             }
         }
     }
-    Ok(ContaminatedSplit { train, moved: wanted, test })
+    Ok(ContaminatedSplit {
+        train,
+        moved: wanted,
+        test,
+    })
 }

@@ -1,6 +1,7 @@
 //! The FUN-AD evaluation protocol on an MVTec-layout folder: contaminate the
 //! training set, train without labels, and measure detection and localisation.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::backbone::Vit;
@@ -35,6 +37,10 @@ pub struct EvalConfig {
     pub knn_bank: usize,
     /// Also train and score FUN-AD (off: only the baseline).
     pub funad: bool,
+    /// Run the one-class nearest-neighbour baseline.
+    pub baseline: bool,
+    /// Folder where patch features are cached between runs (none: no cache).
+    pub cache: Option<PathBuf>,
 }
 
 /// Metrics of one method.
@@ -86,7 +92,11 @@ fn f1(scores: &[f32], labels: &[bool], threshold: f32) -> f64 {
 }
 
 /// Image and pixel AUROC of patch score grids `[T, g, g]` against the test samples.
-fn score_maps(maps: &Tensor, test: &[data::Sample], input_size: i64) -> Result<(f64, f64, Vec<f32>)> {
+fn score_maps(
+    maps: &Tensor,
+    test: &[data::Sample],
+    input_size: i64,
+) -> Result<(f64, f64, Vec<f32>)> {
     let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
     let mut image_scores = Vec::with_capacity(test.len());
     let mut pixel_scores: Vec<f32> = Vec::new();
@@ -101,7 +111,11 @@ fn score_maps(maps: &Tensor, test: &[data::Sample], input_size: i64) -> Result<(
             Some(m) => {
                 let m = data::load_mask(m)?;
                 if m.size() != [h, w] {
-                    anyhow::bail!("mask of {} is {:?}, image is {h}×{w}", sample.path.display(), m.size());
+                    anyhow::bail!(
+                        "mask of {} is {:?}, image is {h}×{w}",
+                        sample.path.display(),
+                        m.size()
+                    );
                 }
                 m
             }
@@ -116,9 +130,29 @@ fn score_maps(maps: &Tensor, test: &[data::Sample], input_size: i64) -> Result<(
     Ok((image, pixel, image_scores))
 }
 
+/// Cache key of the features of one split: backbone, feature options,
+/// synthetic-anomaly options and the image lists.
+fn cache_key(vit: &Vit, cfg: &EvalConfig, split: &data::ContaminatedSplit) -> String {
+    let mut h = Sha256::new();
+    h.update(&vit.id().sha256);
+    h.update(serde_json::to_string(&cfg.features).unwrap_or_default());
+    h.update(format!("{}:{}", cfg.train.synthetic_ratio, cfg.train.seed));
+    for p in &split.train {
+        h.update(p.to_string_lossy().as_bytes());
+    }
+    for s in &split.test {
+        h.update(s.path.to_string_lossy().as_bytes());
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
 /// Runs the protocol: FUN-AD and a one-class nearest-neighbour baseline on the
 /// same features of the same contaminated training set.
-pub fn evaluate(vit: Arc<Vit>, cfg: &EvalConfig, on_event: &mut dyn FnMut(EvalEvent)) -> Result<EvalReport> {
+pub fn evaluate(
+    vit: Arc<Vit>,
+    cfg: &EvalConfig,
+    on_event: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalReport> {
     let started = Instant::now();
     cfg.features.validate(&vit)?;
     let split = data::contaminated_split(&cfg.root, cfg.ratio, cfg.overlap, cfg.seed)?;
@@ -126,18 +160,64 @@ pub fn evaluate(vit: Arc<Vit>, cfg: &EvalConfig, on_event: &mut dyn FnMut(EvalEv
 
     on_event(EvalEvent::Stage("extracting features"));
     let t0 = Instant::now();
-    let synthetic = fit::synthetic_images(&split.train, cfg.train.synthetic_ratio, cfg.train.seed)?;
-    let train_images: Vec<Result<Tensor>> =
-        split.train.iter().map(|p| data::load_image(p)).chain(synthetic.into_iter().map(Ok)).collect();
-    let total = train_images.len() + split.test.len();
-    let train_feats = fit::extract_images(&vit, &cfg.features, train_images.into_iter(), &mut |done, _| {
-        on_event(EvalEvent::Fit(FitEvent::Extract { done, total }))
-    })?;
-    let offset = train_feats.size()[0] as usize;
-    let test_images: Vec<Result<Tensor>> = split.test.iter().map(|s| data::load_image(&s.path)).collect();
-    let test_feats = fit::extract_images(&vit, &cfg.features, test_images.into_iter(), &mut |done, _| {
-        on_event(EvalEvent::Fit(FitEvent::Extract { done: offset + done, total }))
-    })?;
+    let cache_file = cfg
+        .cache
+        .as_ref()
+        .map(|dir| dir.join(format!("{}.safetensors", cache_key(&vit, cfg, &split))));
+    let cached = match &cache_file {
+        Some(f) if f.is_file() => {
+            let named: HashMap<String, Tensor> = Tensor::read_safetensors(f)?.into_iter().collect();
+            match (named.get("train"), named.get("test")) {
+                (Some(a), Some(b)) => Some((a.to_device(vit.device()), b.to_device(vit.device()))),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let (train_feats, test_feats) = match cached {
+        Some(pair) => pair,
+        None => {
+            let synthetic =
+                fit::synthetic_images(&split.train, cfg.train.synthetic_ratio, cfg.train.seed)?;
+            let train_images: Vec<Result<Tensor>> = split
+                .train
+                .iter()
+                .map(|p| data::load_image(p))
+                .chain(synthetic.into_iter().map(Ok))
+                .collect();
+            let total = train_images.len() + split.test.len();
+            let train_feats = fit::extract_images(
+                &vit,
+                &cfg.features,
+                train_images.into_iter(),
+                &mut |done, _| on_event(EvalEvent::Fit(FitEvent::Extract { done, total })),
+            )?;
+            let offset = train_feats.size()[0] as usize;
+            let test_images: Vec<Result<Tensor>> = split
+                .test
+                .iter()
+                .map(|s| data::load_image(&s.path))
+                .collect();
+            let test_feats = fit::extract_images(
+                &vit,
+                &cfg.features,
+                test_images.into_iter(),
+                &mut |done, _| {
+                    on_event(EvalEvent::Fit(FitEvent::Extract {
+                        done: offset + done,
+                        total,
+                    }))
+                },
+            )?;
+            if let Some(f) = &cache_file {
+                std::fs::create_dir_all(f.parent().expect("cache file has a folder"))?;
+                let tmp = f.with_extension("part");
+                Tensor::write_safetensors(&[("train", &train_feats), ("test", &test_feats)], &tmp)?;
+                std::fs::rename(&tmp, f)?;
+            }
+            (train_feats, test_feats)
+        }
+    };
     let extract_seconds = t0.elapsed().as_secs_f64();
     let grid = cfg.features.grid(&vit);
     let (t, p, d) = test_feats.size3()?;
@@ -145,34 +225,47 @@ pub fn evaluate(vit: Arc<Vit>, cfg: &EvalConfig, on_event: &mut dyn FnMut(EvalEv
 
     // One-class nearest-neighbour baseline (PatchCore without coreset): L2
     // distance to the nearest of a random sample of training patch features.
-    on_event(EvalEvent::Stage("one-class nearest-neighbour baseline"));
-    let t1 = Instant::now();
-    let flat = train_feats.view([-1, d]);
-    let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
-    rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
-    rows.truncate(cfg.knn_bank.max(1));
-    let bank = flat.index_select(0, &Tensor::from_slice(&rows).to_device(flat.device()));
-    let knn_maps = knn::nearest_distance(&test_feats.view([t * p, d]), &bank).sqrt().view([t, grid, grid]);
-    let fit_seconds = t1.elapsed().as_secs_f64();
-    let (image, pixel, _) = score_maps(&knn_maps, &split.test, cfg.features.input_size)?;
-    methods.push(MethodResult {
-        method: format!("one-class nearest neighbour ({} patches)", bank.size()[0]),
-        image_auroc: image,
-        pixel_auroc: pixel,
-        f1_at_threshold: None,
-        fit_seconds,
-    });
+    if cfg.baseline {
+        on_event(EvalEvent::Stage("one-class nearest-neighbour baseline"));
+        let t1 = Instant::now();
+        let flat = train_feats.view([-1, d]);
+        let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
+        rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+        rows.truncate(cfg.knn_bank.max(1));
+        let bank = flat.index_select(0, &Tensor::from_slice(&rows).to_device(flat.device()));
+        let knn_maps = knn::nearest_distance(&test_feats.view([t * p, d]), &bank)
+            .sqrt()
+            .view([t, grid, grid]);
+        let fit_seconds = t1.elapsed().as_secs_f64();
+        let (image, pixel, _) = score_maps(&knn_maps, &split.test, cfg.features.input_size)?;
+        methods.push(MethodResult {
+            method: format!("one-class nearest neighbour ({} patches)", bank.size()[0]),
+            image_auroc: image,
+            pixel_auroc: pixel,
+            f1_at_threshold: None,
+            fit_seconds,
+        });
+    }
 
     if cfg.funad {
         on_event(EvalEvent::Stage("training FUN-AD"));
         let t2 = Instant::now();
-        let detector = fit::fit_features(vit.clone(), &cfg.features, &cfg.train, &train_feats, None, &mut |pr| {
-            on_event(EvalEvent::Fit(FitEvent::Train(pr)))
-        })?;
+        let detector = fit::fit_features(
+            vit.clone(),
+            &cfg.features,
+            &cfg.train,
+            &train_feats,
+            None,
+            &mut |pr| on_event(EvalEvent::Fit(FitEvent::Train(pr))),
+        )?;
         let fit_seconds = t2.elapsed().as_secs_f64();
         let maps = detector.score_features(&test_feats.view([t, grid, grid, d]))?;
         let (image, pixel, scores) = score_maps(&maps, &split.test, cfg.features.input_size)?;
-        let name = if cfg.train.synthetic_ratio > 0.0 { "FUN-AD* (synthetic anomalies)" } else { "FUN-AD" };
+        let name = if cfg.train.synthetic_ratio > 0.0 {
+            "FUN-AD* (synthetic anomalies)"
+        } else {
+            "FUN-AD"
+        };
         methods.push(MethodResult {
             method: name.to_string(),
             image_auroc: image,

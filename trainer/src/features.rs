@@ -44,14 +44,26 @@ impl Default for FeatureConfig {
     /// nearest-neighbour score reaches 0.87 image AUROC with these features
     /// against 0.73 with the paper's CLS ⊕ final-block features (docs/benchmarks.md).
     fn default() -> Self {
-        FeatureConfig { input_size: 224, blocks: vec![8], merge: LayerMerge::Concat, with_cls: false, pool: 1 }
+        FeatureConfig {
+            input_size: 224,
+            blocks: vec![8],
+            merge: LayerMerge::Concat,
+            with_cls: false,
+            pool: 1,
+        }
     }
 }
 
 impl FeatureConfig {
     /// The paper's features: CLS ⊕ patch token of the final block.
     pub fn paper(depth: usize) -> Self {
-        FeatureConfig { input_size: 224, blocks: vec![depth], merge: LayerMerge::Concat, with_cls: true, pool: 1 }
+        FeatureConfig {
+            input_size: 224,
+            blocks: vec![depth],
+            merge: LayerMerge::Concat,
+            with_cls: true,
+            pool: 1,
+        }
     }
 
     /// Checks the options against a backbone and returns the feature size.
@@ -66,13 +78,27 @@ impl FeatureConfig {
             );
         }
         if self.blocks.is_empty() {
-            bail!("no backbone block selected: pass at least one block index between 1 and {}", cfg.depth);
+            bail!(
+                "no backbone block selected: pass at least one block index between 1 and {}",
+                cfg.depth
+            );
         }
-        if let Some(b) = self.blocks.iter().find(|&&b| b == 0 || b > cfg.depth as usize) {
-            bail!("block {b} does not exist: {} has blocks 1 to {}", cfg.name(), cfg.depth);
+        if let Some(b) = self
+            .blocks
+            .iter()
+            .find(|&&b| b == 0 || b > cfg.depth as usize)
+        {
+            bail!(
+                "block {b} does not exist: {} has blocks 1 to {}",
+                cfg.name(),
+                cfg.depth
+            );
         }
         if self.pool < 1 || self.pool % 2 == 0 {
-            bail!("pool size {} is invalid: use an odd number of patches, 1 for none", self.pool);
+            bail!(
+                "pool size {} is invalid: use an odd number of patches, 1 for none",
+                self.pool
+            );
         }
         let d = cfg.embed_dim;
         let tokens = match self.merge {
@@ -99,7 +125,11 @@ pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> 
     if h == 0 || w == 0 {
         bail!("image is empty ({w}×{h})");
     }
-    let x = pixels.to_device(device).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+    let x = pixels
+        .to_device(device)
+        .permute([2, 0, 1])
+        .to_kind(Kind::Float)
+        / 255.0;
     let x = match c {
         1 => x.expand([3, h, w], false),
         3 => x,
@@ -112,8 +142,14 @@ pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> 
     } else {
         x.internal_upsample_bilinear2d_aa([size, size], false, None, None)
     };
-    let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&IMAGENET_MEAN)
+        .to_kind(Kind::Float)
+        .to_device(device)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD)
+        .to_kind(Kind::Float)
+        .to_device(device)
+        .view([1, 3, 1, 1]);
     Ok(((x - mean) / std).squeeze_dim(0))
 }
 
@@ -139,7 +175,10 @@ pub fn extract(vit: &Vit, cfg: &FeatureConfig, images: &Tensor) -> Result<Tensor
         let cls = &tokens.last().expect("at least one block").cls;
         let (b, gh, gw, _) = feat.size4()?;
         let d = cls.size()[1];
-        feat = Tensor::cat(&[cls.view([b, 1, 1, d]).expand([b, gh, gw, d], false), feat], -1);
+        feat = Tensor::cat(
+            &[cls.view([b, 1, 1, d]).expand([b, gh, gw, d], false), feat],
+            -1,
+        );
     }
     Ok(feat.contiguous())
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
@@ -23,7 +23,10 @@ pub const EXTRACT_BATCH: usize = 8;
 /// What [`fit`] reports while it runs.
 pub enum FitEvent<'a> {
     /// `done` of `total` images have gone through the backbone.
-    Extract { done: usize, total: usize },
+    Extract {
+        done: usize,
+        total: usize,
+    },
     Train(&'a Progress),
 }
 
@@ -72,7 +75,11 @@ pub fn synthetic_images(paths: &[PathBuf], ratio: f64, seed: u64) -> Result<Vec<
     for _ in 0..count {
         let base = &paths[rng.gen_range(0..paths.len())];
         let texture = &paths[rng.gen_range(0..paths.len())];
-        out.push(synth::synthesize(&load_image(base)?, &load_image(texture)?, &mut rng));
+        out.push(synth::synthesize(
+            &load_image(base)?,
+            &load_image(texture)?,
+            &mut rng,
+        ));
     }
     Ok(out)
 }
@@ -92,12 +99,17 @@ pub fn fit(
     tcfg.validate()?;
     fcfg.validate(&vit)?;
     let synthetic = synthetic_images(paths, tcfg.synthetic_ratio, tcfg.seed)?;
-    let images = paths.iter().map(|p| load_image(p)).chain(synthetic.into_iter().map(Ok));
+    let images = paths
+        .iter()
+        .map(|p| load_image(p))
+        .chain(synthetic.into_iter().map(Ok));
     let images: Vec<Result<Tensor>> = images.collect();
     let feats = extract_images(&vit, fcfg, images.into_iter(), &mut |done, total| {
         on_event(FitEvent::Extract { done, total })
     })?;
-    fit_features(vit, fcfg, tcfg, &feats, cancel, &mut |p| on_event(FitEvent::Train(p)))
+    fit_features(vit, fcfg, tcfg, &feats, cancel, &mut |p| {
+        on_event(FitEvent::Train(p))
+    })
 }
 
 /// Trains a detector on precomputed patch features `[N, grid·grid, D]`.
@@ -120,16 +132,19 @@ pub fn fit_features(
     }
     let trained = train::train(feats, tcfg, cancel, on_progress)?;
 
-    let train_scores = image_scores(&trained.net, feats);
-    let stats = ScoreStats::from_scores(&train_scores);
-    let threshold = stats.threshold(tcfg.threshold_mads);
+    let stats = ScoreStats::from_scores(&image_logits(&trained.net, feats)?);
+    let threshold = ScoreStats::threshold(tcfg.threshold_mads);
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
         model_id: String::new(),
         version: 1,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         backbone: vit.id().clone(),
-        backbone_path: std::fs::canonicalize(vit.path()).unwrap_or_else(|_| vit.path().to_path_buf()),
+        backbone_path: std::fs::canonicalize(vit.path())
+            .unwrap_or_else(|_| vit.path().to_path_buf()),
         features: fcfg.clone(),
         feature_size,
         grid,
@@ -143,9 +158,14 @@ pub fn fit_features(
     Ok(Detector::new(vit, trained.vs, trained.net, meta))
 }
 
-/// Image scores (max patch score) of features `[N, P, D]`.
-pub fn image_scores(net: &crate::localnet::LocalNet, feats: &Tensor) -> Vec<f32> {
-    let (n, p, d) = feats.size3().expect("features are [N, P, D]");
-    let scores = net.score(&feats.view([n * p, d])).view([n, p]).amax(1, false);
-    Vec::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Float)).context("image scores").unwrap_or_default()
+/// Image logits (the largest patch logit of each image) of features `[N, P, D]`.
+pub fn image_logits(net: &crate::localnet::LocalNet, feats: &Tensor) -> Result<Vec<f32>> {
+    let (n, p, d) = feats.size3()?;
+    let logits = net
+        .logits(&feats.view([n * p, d]))
+        .view([n, p])
+        .amax(1, false);
+    Ok(Vec::try_from(
+        logits.to_device(Device::Cpu).to_kind(Kind::Float),
+    )?)
 }

@@ -9,9 +9,46 @@ const QUERY_BLOCK: i64 = 1024;
 /// Squared L2 distances `[n, m]` between the rows of `a` `[n, d]` and `b` `[m, d]`,
 /// as ‖a‖² + ‖b‖² − 2ab, clamped at 0 against rounding.
 pub fn squared_distances(a: &Tensor, b: &Tensor) -> Tensor {
-    let aa = a.square().sum_dim_intlist(1, true, Kind::Float);
-    let bb = b.square().sum_dim_intlist(1, true, Kind::Float).transpose(0, 1);
-    (aa + bb - a.matmul(&b.transpose(0, 1)) * 2.0).clamp_min(0.0)
+    let prepared = Prepared::new(b);
+    (prepared.partial(a) + row_norms(a)).clamp_min(0.0)
+}
+
+/// ‖a‖² of each row, as a column `[n, 1]`.
+fn row_norms(a: &Tensor) -> Tensor {
+    a.square().sum_dim_intlist(1, true, Kind::Float)
+}
+
+/// A bank `[m, d]` prepared for blocked distance queries: `partial(q)` returns
+/// ‖b‖² − 2qb in one fused matrix product. The query's own ‖q‖² is the same
+/// along a row, so it is added only to the few values that survive a min or top-k.
+struct Prepared {
+    minus_two_bt: Tensor,
+    norms: Tensor,
+}
+
+impl Prepared {
+    fn new(bank: &Tensor) -> Self {
+        Prepared {
+            minus_two_bt: (bank * -2.0).transpose(0, 1).contiguous(),
+            norms: row_norms(bank).transpose(0, 1),
+        }
+    }
+
+    fn partial(&self, q: &Tensor) -> Tensor {
+        self.norms.addmm(q, &self.minus_two_bt)
+    }
+}
+
+/// Splits `n` rows into blocks of `QUERY_BLOCK` and concatenates `f` of each block.
+fn blocked(n: i64, mut f: impl FnMut(i64, i64) -> Tensor) -> Tensor {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = QUERY_BLOCK.min(n - start);
+        out.push(f(start, len));
+        start += len;
+    }
+    Tensor::cat(&out, 0)
 }
 
 /// For each query, the squared distance to its nearest bank feature other than
@@ -19,40 +56,30 @@ pub fn squared_distances(a: &Tensor, b: &Tensor) -> Tensor {
 /// (the bank may contain the query's own feature), and the second-nearest is used.
 pub fn nearest_distance_excluding_self(queries: &Tensor, bank: &Tensor, self_eps: f64) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let n = queries.size()[0];
     let k = bank.size()[0].min(2);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = QUERY_BLOCK.min(n - start);
-        let d = squared_distances(&queries.narrow(0, start, len), bank);
-        let (top, _) = d.topk(k, 1, false, true);
+    let prepared = Prepared::new(bank);
+    blocked(queries.size()[0], |start, len| {
+        let q = queries.narrow(0, start, len);
+        let (top, _) = prepared.partial(&q).topk(k, 1, false, true);
+        let top = (top + row_norms(&q)).clamp_min(0.0);
         let first = top.select(1, 0);
-        let nearest = if k == 2 {
-            let second = top.select(1, 1);
-            second.where_self(&first.lt(self_eps), &first)
+        if k == 2 {
+            top.select(1, 1).where_self(&first.lt(self_eps), &first)
         } else {
             first
-        };
-        out.push(nearest);
-        start += len;
-    }
-    Tensor::cat(&out, 0)
+        }
+    })
 }
 
 /// For each query, the squared distance to its nearest bank feature (one-class scoring).
 pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let n = queries.size()[0];
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = QUERY_BLOCK.min(n - start);
-        let d = squared_distances(&queries.narrow(0, start, len), bank);
-        out.push(d.min_dim(1, false).0);
-        start += len;
-    }
-    Tensor::cat(&out, 0)
+    let prepared = Prepared::new(bank);
+    blocked(queries.size()[0], |start, len| {
+        let q = queries.narrow(0, start, len);
+        let (min, _) = prepared.partial(&q).min_dim(1, true);
+        (min + row_norms(&q)).clamp_min(0.0).squeeze_dim(1)
+    })
 }
 
 /// Mutually nearest pairs among the rows of `x` `[n, d]`: i and j with j the
@@ -65,22 +92,18 @@ pub fn mutual_nearest_pairs(x: &Tensor) -> Tensor {
     if n < 2 {
         return Tensor::zeros([0, 2], (Kind::Int64, device));
     }
-    let mut nn = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = QUERY_BLOCK.min(n - start);
-        let mut d = squared_distances(&x.narrow(0, start, len), x);
-        // Exclude each row's own entry.
+    let prepared = Prepared::new(x);
+    let nn = blocked(n, |start, len| {
+        // ‖q‖² does not change the argmin of a row, so the partial distances suffice.
+        let mut d = prepared.partial(&x.narrow(0, start, len));
         let rows = Tensor::arange(len, (Kind::Int64, device));
         let _ = d.index_put_(
             &[Some(rows.shallow_clone()), Some(rows + start)],
             &Tensor::from(f32::INFINITY).to_device(device),
             false,
         );
-        nn.push(d.argmin(1, false));
-        start += len;
-    }
-    let nn = Tensor::cat(&nn, 0);
+        d.argmin(1, false)
+    });
     let idx = Tensor::arange(n, (Kind::Int64, device));
     let back = nn.index_select(0, &nn);
     let mutual = back.eq_tensor(&idx).logical_and(&idx.lt_tensor(&nn));

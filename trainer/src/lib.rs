@@ -36,7 +36,9 @@ pub fn select_device(name: &str) -> anyhow::Result<tch::Device> {
             if tch::Cuda::is_available() {
                 Ok(tch::Device::Cuda(0))
             } else {
-                anyhow::bail!("device `cuda` requested, but no CUDA device is available; use `cpu` or `auto`")
+                anyhow::bail!(
+                    "device `cuda` requested, but no CUDA device is available; use `cpu` or `auto`"
+                )
             }
         }
         other => anyhow::bail!("device `{other}` is invalid: use auto, cpu or cuda"),

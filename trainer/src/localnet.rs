@@ -33,6 +33,21 @@ impl LocalNet {
         }
     }
 
+    /// Sets the adaptor to the identity map (weight I, bias 0), so that at the
+    /// start the memory bank and the mutual pairs live in the backbone's own
+    /// feature space instead of a random projection of it.
+    pub fn init_adaptor_identity(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let d = self.adaptor.ws.size()[0];
+        self.adaptor.ws.copy_(&Tensor::eye(
+            d,
+            (tch::Kind::Float, self.adaptor.ws.device()),
+        ));
+        if let Some(b) = &mut self.adaptor.bs {
+            let _ = b.zero_();
+        }
+    }
+
     /// Adaptor features `[n, D]`: the space of the memory bank and of the mutual pairs.
     pub fn adapt(&self, features: &Tensor) -> Tensor {
         leaky_relu(self.adaptor.forward(features))
@@ -47,6 +62,11 @@ impl LocalNet {
 
     /// Patch scores in (0, 1) of patch features `[n, D]`, computed in blocks without gradients.
     pub fn score(&self, features: &Tensor) -> Tensor {
+        self.logits(features).sigmoid()
+    }
+
+    /// Anomaly logits `[n]` of patch features `[n, D]`, computed in blocks without gradients.
+    pub fn logits(&self, features: &Tensor) -> Tensor {
         const BLOCK: i64 = 16384;
         let _guard = tch::no_grad_guard();
         let n = features.size()[0];
@@ -54,7 +74,7 @@ impl LocalNet {
         let mut start = 0;
         while start < n {
             let len = BLOCK.min(n - start);
-            out.push(self.discriminate(&self.adapt(&features.narrow(0, start, len))).sigmoid());
+            out.push(self.discriminate(&self.adapt(&features.narrow(0, start, len))));
             start += len;
         }
         if out.is_empty() {

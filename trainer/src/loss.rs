@@ -28,14 +28,21 @@ pub fn min_max(x: &Tensor) -> Tensor {
 pub fn pseudo_labels(distances: &Tensor, tau: f64, tau_ambiguous: f64) -> PseudoLabels {
     let normalised = min_max(distances);
     let labels = normalised.gt(tau).to_kind(Kind::Float);
-    let ambiguous = normalised.gt(tau).logical_and(&normalised.lt(tau_ambiguous));
-    PseudoLabels { labels, ambiguous, normalised }
+    let ambiguous = normalised
+        .gt(tau)
+        .logical_and(&normalised.lt(tau_ambiguous));
+    PseudoLabels {
+        labels,
+        ambiguous,
+        normalised,
+    }
 }
 
 /// Balanced binary cross-entropy on logits: the mean over pseudo-anomalies
 /// plus the mean over pseudo-normals. A class with no member adds nothing.
 pub fn balanced_bce(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let per = logits.binary_cross_entropy_with_logits::<Tensor>(labels, None, None, Reduction::None);
+    let per =
+        logits.binary_cross_entropy_with_logits::<Tensor>(labels, None, None, Reduction::None);
     let pos = labels.gt(0.5);
     let neg = pos.logical_not();
     let mut total = Tensor::zeros([], (Kind::Float, logits.device()));
@@ -88,7 +95,11 @@ mod tests {
         let l = f32::try_from(balanced_bce(&logits, &labels)).unwrap();
         assert!((l - 2.0 * std::f32::consts::LN_2).abs() < 1e-6, "loss {l}");
         // No positives: only the normal term, ln 2.
-        let l = f32::try_from(balanced_bce(&logits, &Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)))).unwrap();
+        let l = f32::try_from(balanced_bce(
+            &logits,
+            &Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)),
+        ))
+        .unwrap();
         assert!((l - std::f32::consts::LN_2).abs() < 1e-6, "loss {l}");
         // A confident right answer on both classes costs almost nothing.
         let logits = Tensor::from_slice(&[20.0f32, -20.0]);
@@ -104,6 +115,9 @@ mod tests {
         let l = f32::try_from(mutual_smoothness(&scores, &pairs)).unwrap();
         assert!((l - 0.1).abs() < 1e-6, "loss {l}");
         let none = Tensor::zeros([0, 2], (Kind::Int64, tch::Device::Cpu));
-        assert_eq!(f32::try_from(mutual_smoothness(&scores, &none)).unwrap(), 0.0);
+        assert_eq!(
+            f32::try_from(mutual_smoothness(&scores, &none)).unwrap(),
+            0.0
+        );
     }
 }

@@ -14,14 +14,18 @@ use funad::data::{self, Overlap};
 use funad::eval::{self, EvalConfig, EvalEvent};
 use funad::features::{FeatureConfig, LayerMerge};
 use funad::fit::{self, FitEvent};
-use funad::train::{Optimizer, TrainConfig};
+use funad::train::{AdaptorInit, BankNormalisation, Optimizer, TrainConfig};
 use funad::{map, select_device, Detector, Verdict, Vit};
 
 /// Default backbone weights, as installed by scripts/setup.sh.
 const DEFAULT_BACKBONE: &str = "weights/dinov2_vits14.safetensors";
 
 #[derive(Parser)]
-#[command(name = "funad", version, about = "FUN-AD anomaly detection: train without labels, score, evaluate")]
+#[command(
+    name = "funad",
+    version,
+    about = "FUN-AD anomaly detection: train without labels, score, evaluate"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,10 @@ struct FeatureArgs {
 impl FeatureArgs {
     fn config(&self, vit: &Vit) -> FeatureConfig {
         if self.paper_features {
-            return FeatureConfig { input_size: self.input_size, ..FeatureConfig::paper(vit.config().depth as usize) };
+            return FeatureConfig {
+                input_size: self.input_size,
+                ..FeatureConfig::paper(vit.config().depth as usize)
+            };
         }
         FeatureConfig {
             input_size: self.input_size,
@@ -112,7 +119,10 @@ struct TrainOptions {
     /// Share of the most-normal images whose patches form the memory bank.
     #[arg(long, default_value_t = TrainConfig::default().bank_sampling)]
     bank_sampling: f64,
-    /// Iterations between memory-bank rebuilds (1 = every iteration, as published).
+    /// How image scores are normalised to pick the bank's images (minmax = the paper's).
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().bank_normalisation)]
+    bank_normalisation: BankNormalisation,
+    /// Iterations between memory-bank rebuilds (1 = every iteration, as published; 0 = once per epoch).
     #[arg(long, default_value_t = TrainConfig::default().bank_every)]
     bank_every: usize,
     /// Cap on the memory bank in patch features, drawn at random (0 = no cap, as published).
@@ -121,9 +131,13 @@ struct TrainOptions {
     /// Synthetic Perlin anomalies as a share of the training images (FUN-AD*: 0.05).
     #[arg(long, default_value_t = TrainConfig::default().synthetic_ratio)]
     synthetic_ratio: f64,
-    /// Default threshold: training-score median plus this many scaled MADs.
+    /// Default threshold, in robust standard deviations (1.4826 MAD) above the
+    /// median training image; the calibrated threshold is sigmoid of it.
     #[arg(long, default_value_t = TrainConfig::default().threshold_mads)]
     threshold_mads: f64,
+    /// Starting point of the adaptor (random = the paper's).
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().adaptor_init)]
+    adaptor_init: AdaptorInit,
     /// Seed for initialisation, shuffling, sampling and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -141,11 +155,13 @@ impl TrainOptions {
             tau: self.tau,
             tau_ambiguous: self.tau_ambiguous,
             bank_sampling: self.bank_sampling,
+            bank_normalisation: self.bank_normalisation,
             bank_every: self.bank_every,
             bank_max_features: self.bank_max_features,
             synthetic_ratio: self.synthetic_ratio,
             threshold_mads: self.threshold_mads,
             seed: self.seed,
+            adaptor_init: self.adaptor_init,
             ..TrainConfig::default()
         }
     }
@@ -204,8 +220,15 @@ struct EvalArgs {
     #[arg(long, default_value_t = 40_000)]
     knn_bank: usize,
     /// Only run the nearest-neighbour baseline (to compare feature options quickly).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_baseline")]
     baseline_only: bool,
+    /// Skip the nearest-neighbour baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Folder to cache patch features in, so later runs with the same
+    /// backbone, feature options and split skip the backbone.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Write the full report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -236,13 +259,18 @@ struct Bars {
 
 impl Bars {
     fn new() -> Self {
-        Bars { extract: None, train: None }
+        Bars {
+            extract: None,
+            train: None,
+        }
     }
 
     fn on(&mut self, event: FitEvent) {
         match event {
             FitEvent::Extract { done, total } => {
-                let pb = self.extract.get_or_insert_with(|| bar(total as u64, "features"));
+                let pb = self
+                    .extract
+                    .get_or_insert_with(|| bar(total as u64, "features"));
                 pb.set_position(done as u64);
                 if done == total {
                     pb.finish();
@@ -278,7 +306,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let vit = load_backbone(&args.common)?;
     let fcfg = args.features.config(&vit);
     let tcfg = args.train.config();
-    eprintln!("training on {} images with {} ({:?})", paths.len(), vit.id().name, vit.device());
+    eprintln!(
+        "training on {} images with {} ({:?})",
+        paths.len(),
+        vit.id().name,
+        vit.device()
+    );
     let mut bars = Bars::new();
     let detector = fit::fit(vit, &fcfg, &tcfg, &paths, None, &mut |e| bars.on(e))?;
     detector.save(&args.out)?;
@@ -295,11 +328,17 @@ fn run_train(args: TrainArgs) -> Result<()> {
 
 fn write_map(dir: &Path, image_path: &Path, map: &tch::Tensor) -> Result<()> {
     let (h, w) = map.size2()?;
-    let bytes: Vec<u8> = Vec::try_from((map.clamp(0.0, 1.0) * 255.0).round().to_kind(tch::Kind::Uint8).flatten(0, 1))?;
+    let bytes: Vec<u8> = Vec::try_from(
+        (map.clamp(0.0, 1.0) * 255.0)
+            .round()
+            .to_kind(tch::Kind::Uint8)
+            .flatten(0, 1),
+    )?;
     let img = image::GrayImage::from_raw(w as u32, h as u32, bytes).context("map buffer size")?;
     let stem = image_path.file_stem().unwrap_or_default().to_string_lossy();
     let out = dir.join(format!("{stem}_map.png"));
-    img.save(&out).with_context(|| format!("cannot write {}", out.display()))
+    img.save(&out)
+        .with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn run_score(args: ScoreArgs) -> Result<()> {
@@ -314,7 +353,10 @@ fn run_score(args: ScoreArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for chunk in paths.chunks(fit::EXTRACT_BATCH) {
-        let images: Vec<tch::Tensor> = chunk.iter().map(|p| data::load_image(p)).collect::<Result<_>>()?;
+        let images: Vec<tch::Tensor> = chunk
+            .iter()
+            .map(|p| data::load_image(p))
+            .collect::<Result<_>>()?;
         let scored = detector.score_images(&images)?;
         for ((path, image), s) in chunk.iter().zip(&images).zip(scored) {
             let verdict = Verdict::from_score(s.image_score, threshold);
@@ -328,7 +370,11 @@ fn run_score(args: ScoreArgs) -> Result<()> {
             writeln!(out, "{line}")?;
             if let Some(dir) = &args.maps {
                 let (h, w, _) = image.size3()?;
-                write_map(dir, path, &map::anomaly_map(&s.patch_scores, w, h, input_size))?;
+                write_map(
+                    dir,
+                    path,
+                    &map::anomaly_map(&s.patch_scores, w, h, input_size),
+                )?;
             }
         }
     }
@@ -346,6 +392,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         train: args.train.config(),
         knn_bank: args.knn_bank,
         funad: !args.baseline_only,
+        baseline: !args.no_baseline,
+        cache: args.cache.clone(),
     };
     let mut bars = Bars::new();
     let report = eval::evaluate(vit, &cfg, &mut |e| match e {
@@ -365,10 +413,19 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     println!("| method | image AUROC | pixel AUROC | F1 at threshold | fit s |");
     println!("| --- | --- | --- | --- | --- |");
     for m in &report.methods {
-        let f1 = m.f1_at_threshold.map(|f| format!("{f:.3}")).unwrap_or_else(|| "–".into());
-        println!("| {} | {:.4} | {:.4} | {f1} | {:.0} |", m.method, m.image_auroc, m.pixel_auroc, m.fit_seconds);
+        let f1 = m
+            .f1_at_threshold
+            .map(|f| format!("{f:.3}"))
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "| {} | {:.4} | {:.4} | {f1} | {:.0} |",
+            m.method, m.image_auroc, m.pixel_auroc, m.fit_seconds
+        );
     }
-    println!("feature extraction {:.0} s, total {:.0} s", report.extract_seconds, report.total_seconds);
+    println!(
+        "feature extraction {:.0} s, total {:.0} s",
+        report.extract_seconds, report.total_seconds
+    );
     if let Some(path) = &args.json {
         funad::model::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }

@@ -14,7 +14,9 @@ pub fn blur_sigma(width: i64, height: i64, input_size: i64) -> f64 {
 /// 1-D Gaussian kernel of standard deviation `sigma`, truncated at 4σ and summing to 1.
 pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
     let radius = (4.0 * sigma).round().max(1.0) as i64;
-    let w: Vec<f64> = (-radius..=radius).map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp()).collect();
+    let w: Vec<f64> = (-radius..=radius)
+        .map(|x| (-0.5 * (x as f64 / sigma).powi(2)).exp())
+        .collect();
     let sum: f64 = w.iter().sum();
     w.iter().map(|v| (v / sum) as f32).collect()
 }
@@ -38,13 +40,27 @@ pub fn gaussian_blur(map: &Tensor, sigma: f64) -> Tensor {
     } else {
         x.replication_pad2d([r, r, 0, 0])
     };
-    x = x.conv2d(&kernel.view([1, 1, 1, -1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    x = x.conv2d(
+        &kernel.view([1, 1, 1, -1]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
     x = if pad_h == r {
         x.reflection_pad2d([0, 0, r, r])
     } else {
         x.replication_pad2d([0, 0, r, r])
     };
-    x = x.conv2d(&kernel.view([1, 1, -1, 1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    x = x.conv2d(
+        &kernel.view([1, 1, -1, 1]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
     x.view([h, w])
 }
 
@@ -81,7 +97,10 @@ mod tests {
         // A 2×2 grid upsampled to 4×4 with align_corners = false: the first row
         // is 0, 0.25, 0.75, 1 times the step between the two columns.
         let grid = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 1.0]).view([2, 2]);
-        let up = grid.view([1, 1, 2, 2]).upsample_bilinear2d([4, 4], false, None, None).view([4, 4]);
+        let up = grid
+            .view([1, 1, 2, 2])
+            .upsample_bilinear2d([4, 4], false, None, None)
+            .view([4, 4]);
         let row: Vec<f32> = Vec::try_from(up.get(0)).unwrap();
         assert_eq!(row, vec![0.0, 0.25, 0.75, 1.0]);
         // Without blur (σ → 0 via a huge input size), the map equals the upsampling.
@@ -101,7 +120,10 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-4, "mass {total}");
         let centre = f32::try_from(b.get(20).get(20)).unwrap();
         // Peak of a 2-D Gaussian with σ = 2: 1 / (2π σ²).
-        assert!((centre - 1.0 / (2.0 * std::f32::consts::PI * 4.0)).abs() < 1e-3, "peak {centre}");
+        assert!(
+            (centre - 1.0 / (2.0 * std::f32::consts::PI * 4.0)).abs() < 1e-3,
+            "peak {centre}"
+        );
         assert_eq!(blur_sigma(448, 224, 224), 8.0);
     }
 }

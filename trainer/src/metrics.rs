@@ -38,11 +38,17 @@ mod tests {
 
     #[test]
     fn auroc_known_values() {
-        assert_eq!(auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
+        assert_eq!(
+            auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
+            Some(0.75)
+        );
         assert_eq!(auroc(&[0.1, 0.2, 0.3], &[false, false, true]), Some(1.0));
         assert_eq!(auroc(&[0.3, 0.2, 0.1], &[false, false, true]), Some(0.0));
         // All tied: one half.
-        assert_eq!(auroc(&[0.5, 0.5, 0.5, 0.5], &[false, true, false, true]), Some(0.5));
+        assert_eq!(
+            auroc(&[0.5, 0.5, 0.5, 0.5], &[false, true, false, true]),
+            Some(0.5)
+        );
         // One tie across classes: pairs (p=0.5 vs n=0.5) count one half.
         assert_eq!(auroc(&[0.5, 0.5, 0.9], &[false, true, true]), Some(0.75));
         assert_eq!(auroc(&[0.5, 0.6], &[true, true]), None);

@@ -20,9 +20,10 @@ use crate::localnet::LocalNet;
 use crate::train::{EpochStats, TrainConfig};
 
 /// Version of the model file layout that this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Robust statistics of the training image scores, the basis of the default threshold.
+/// Robust statistics of the training images' image logits (the largest patch
+/// logit of each image). They calibrate every score the detector reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreStats {
     pub median: f32,
@@ -44,10 +45,24 @@ impl ScoreStats {
         }
     }
 
-    /// Median + k · 1.4826 · MAD, the scale factor making the MAD a standard
-    /// deviation estimate for normally distributed scores.
-    pub fn threshold(&self, mads: f64) -> f32 {
-        (self.median as f64 + mads * 1.4826 * self.mad as f64) as f32
+    /// Robust standard deviation: 1.4826 · MAD, the factor making the MAD a
+    /// standard deviation estimate for normally distributed values. Floored so
+    /// that a degenerate training set (all logits equal) still gives a finite scale.
+    pub fn scale(&self) -> f32 {
+        (1.4826 * self.mad).max(1e-3)
+    }
+
+    /// Calibrated score in (0, 1) of a logit: sigmoid((logit − median) / scale).
+    /// A typical training image scores 0.5; k robust standard deviations above
+    /// the median score sigmoid(k).
+    pub fn calibrate(&self, logits: &Tensor) -> Tensor {
+        ((logits - self.median as f64) / self.scale() as f64).sigmoid()
+    }
+
+    /// Default threshold on the calibrated score: `mads` robust standard
+    /// deviations above the median training image, sigmoid(mads).
+    pub fn threshold(mads: f64) -> f32 {
+        (1.0 / (1.0 + (-mads).exp())) as f32
     }
 }
 
@@ -85,9 +100,9 @@ pub struct ModelMeta {
     pub feature_size: i64,
     /// Patch grid side at the model input.
     pub grid: i64,
-    /// Image scores of the training images.
+    /// Image logits of the training images; they calibrate the reported scores.
     pub score_stats: ScoreStats,
-    /// Default OK/NG threshold on the image score.
+    /// Default OK/NG threshold on the calibrated image score.
     pub threshold: f32,
     pub train: TrainConfig,
     /// How the final model was chosen, without labels.
@@ -127,7 +142,7 @@ impl Verdict {
 pub struct Scored {
     /// Maximum patch score, in (0, 1).
     pub image_score: f32,
-    /// Patch scores `[grid, grid]` on the CPU, in (0, 1).
+    /// Calibrated patch scores `[grid, grid]` on the CPU, in (0, 1); see [`ScoreStats::calibrate`].
     pub patch_scores: Tensor,
 }
 
@@ -146,7 +161,9 @@ unsafe impl Sync for Detector {}
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detector").field("model_id", &self.meta.model_id).finish()
+        f.debug_struct("Detector")
+            .field("model_id", &self.meta.model_id)
+            .finish()
     }
 }
 
@@ -171,7 +188,9 @@ fn payload_digest(tensors: &[(String, Vec<i64>, Vec<u8>)]) -> String {
 fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Vec<i64>, Vec<u8>)> {
     let mut vars: Vec<_> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars.into_iter().map(|(name, t)| (name, t.size(), tensor_bytes(&t))).collect()
+    vars.into_iter()
+        .map(|(name, t)| (name, t.size(), tensor_bytes(&t)))
+        .collect()
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
@@ -187,9 +206,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .suffix(".part")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.as_file().sync_all().with_context(|| format!("cannot flush {}", tmp.path().display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot replace {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot flush {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -200,7 +224,12 @@ impl Detector {
     /// Wraps a trained Local-Net. `meta.model_id` is set from the weights.
     pub fn new(vit: Arc<Vit>, vs: nn::VarStore, net: LocalNet, mut meta: ModelMeta) -> Self {
         meta.model_id = payload_digest(&sorted_variables(&vs))[..12].to_string();
-        Detector { vit, _vs: vs, net, meta }
+        Detector {
+            vit,
+            _vs: vs,
+            net,
+            meta,
+        }
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -223,8 +252,9 @@ impl Detector {
             .iter()
             .map(|(name, shape, bytes)| {
                 let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
-                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytes)
-                    .expect("shape matches bytes");
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytes)
+                        .expect("shape matches bytes");
                 (name.clone(), view)
             })
             .collect();
@@ -249,7 +279,9 @@ impl Detector {
     /// must match the one in the model file.
     pub fn load(path: &Path, backbone: Option<&Path>, device: Device) -> Result<Self> {
         let (meta, tensors) = read_model_file(path)?;
-        let backbone_path = backbone.map(Path::to_path_buf).unwrap_or_else(|| meta.backbone_path.clone());
+        let backbone_path = backbone
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| meta.backbone_path.clone());
         if !backbone_path.is_file() {
             bail!(
                 "model {}: backbone weights {} not found; pass the {} file with --backbone",
@@ -268,7 +300,12 @@ impl Detector {
         Self::with_backbone(path, meta, tensors, vit)
     }
 
-    fn with_backbone(path: &Path, meta: ModelMeta, tensors: Vec<(String, Tensor)>, vit: Arc<Vit>) -> Result<Self> {
+    fn with_backbone(
+        path: &Path,
+        meta: ModelMeta,
+        tensors: Vec<(String, Tensor)>,
+        vit: Arc<Vit>,
+    ) -> Result<Self> {
         if vit.id().sha256 != meta.backbone.sha256 {
             bail!(
                 "model {} was trained with backbone {} (sha256 {}), but {} has sha256 {}; \
@@ -280,9 +317,16 @@ impl Detector {
                 &vit.id().sha256[..12]
             );
         }
-        let size = meta.features.validate(&vit).with_context(|| format!("model {}", path.display()))?;
+        let size = meta
+            .features
+            .validate(&vit)
+            .with_context(|| format!("model {}", path.display()))?;
         if size != meta.feature_size {
-            bail!("model {}: feature size {} does not match its options ({size})", path.display(), meta.feature_size);
+            bail!(
+                "model {}: feature size {} does not match its options ({size})",
+                path.display(),
+                meta.feature_size
+            );
         }
         let mut vs = nn::VarStore::new(vit.device());
         let net = LocalNet::new(&vs.root(), meta.feature_size);
@@ -290,24 +334,43 @@ impl Detector {
             let _guard = tch::no_grad_guard();
             let src: HashMap<String, Tensor> = tensors.into_iter().collect();
             for (name, mut var) in vs.variables() {
-                let t = src.get(&name).with_context(|| format!("model {} has no tensor `{name}`", path.display()))?;
+                let t = src
+                    .get(&name)
+                    .with_context(|| format!("model {} has no tensor `{name}`", path.display()))?;
                 if t.size() != var.size() {
-                    bail!("model {}: `{name}` has shape {:?}, expected {:?}", path.display(), t.size(), var.size());
+                    bail!(
+                        "model {}: `{name}` has shape {:?}, expected {:?}",
+                        path.display(),
+                        t.size(),
+                        var.size()
+                    );
                 }
                 var.copy_(t);
             }
         }
         vs.freeze();
-        Ok(Detector { vit, _vs: vs, net, meta })
+        Ok(Detector {
+            vit,
+            _vs: vs,
+            net,
+            meta,
+        })
     }
 
-    /// Patch scores `[B, grid, grid]` of patch features `[B, grid, grid, D]`.
+    /// Calibrated patch scores `[B, grid, grid]` in (0, 1) of patch features
+    /// `[B, grid, grid, D]`. Local-Net's logits go through
+    /// [`ScoreStats::calibrate`], because its sigmoid saturates: after
+    /// training, most image scores would round to 1.0 in f32 and tie.
     pub fn score_features(&self, features: &Tensor) -> Result<Tensor> {
         let (b, gh, gw, d) = features.size4()?;
         if d != self.meta.feature_size {
-            bail!("patch features have width {d}, this model expects {}", self.meta.feature_size);
+            bail!(
+                "patch features have width {d}, this model expects {}",
+                self.meta.feature_size
+            );
         }
-        Ok(self.net.score(&features.reshape([b * gh * gw, d])).view([b, gh, gw]))
+        let logits = self.net.logits(&features.reshape([b * gh * gw, d]));
+        Ok(self.meta.score_stats.calibrate(&logits).view([b, gh, gw]))
     }
 
     /// Patch features `[B, grid, grid, D]` of normalised model inputs `[B, 3, S, S]`.
@@ -325,30 +388,48 @@ impl Detector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let inputs: Vec<Tensor> = images.iter().map(|i| self.preprocess(i)).collect::<Result<_>>()?;
-        let maps = self.score_features(&self.features(&Tensor::stack(&inputs, 0))?)?.to_device(Device::Cpu);
+        let inputs: Vec<Tensor> = images
+            .iter()
+            .map(|i| self.preprocess(i))
+            .collect::<Result<_>>()?;
+        let maps = self
+            .score_features(&self.features(&Tensor::stack(&inputs, 0))?)?
+            .to_device(Device::Cpu);
         Ok((0..images.len() as i64)
             .map(|i| {
                 let patch_scores = maps.get(i);
                 let image_score = f32::try_from(patch_scores.max()).unwrap_or(f32::NAN);
-                Scored { image_score, patch_scores }
+                Scored {
+                    image_score,
+                    patch_scores,
+                }
             })
             .collect())
     }
 }
 
 fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read model file {}", path.display()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        anyhow::anyhow!("model file {} is corrupt or truncated ({e}); retrain or restore it", path.display())
+        anyhow::anyhow!(
+            "model file {} is corrupt or truncated ({e}); retrain or restore it",
+            path.display()
+        )
     })?;
     let meta_map = header.metadata().clone().unwrap_or_default();
-    let json = meta_map
-        .get("funad")
-        .with_context(|| format!("{} is a safetensors file but not a funad model (no `funad` metadata)", path.display()))?;
+    let json = meta_map.get("funad").with_context(|| {
+        format!(
+            "{} is a safetensors file but not a funad model (no `funad` metadata)",
+            path.display()
+        )
+    })?;
     let version: serde_json::Value = serde_json::from_str(json)
         .with_context(|| format!("model file {}: metadata is not valid JSON", path.display()))?;
-    let found = version.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let found = version
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     if found != FORMAT_VERSION as u64 {
         bail!(
             "model file {} has format version {found}; this funad reads version {FORMAT_VERSION}; \
@@ -356,10 +437,17 @@ fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
             path.display()
         );
     }
-    let meta: ModelMeta = serde_json::from_str(json)
-        .with_context(|| format!("model file {}: metadata does not match format version {FORMAT_VERSION}", path.display()))?;
+    let meta: ModelMeta = serde_json::from_str(json).with_context(|| {
+        format!(
+            "model file {}: metadata does not match format version {FORMAT_VERSION}",
+            path.display()
+        )
+    })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        anyhow::anyhow!("model file {} is corrupt or truncated ({e}); retrain or restore it", path.display())
+        anyhow::anyhow!(
+            "model file {} is corrupt or truncated ({e}); retrain or restore it",
+            path.display()
+        )
     })?;
     let mut raw: Vec<(String, Vec<i64>, Vec<u8>)> = Vec::new();
     let mut tensors = Vec::new();
@@ -368,12 +456,22 @@ fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
     for name in names {
         let view = st.tensor(&name)?;
         if view.dtype() != safetensors::Dtype::F32 {
-            bail!("model file {}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
+            bail!(
+                "model file {}: tensor `{name}` is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
         }
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
         let data = view.data().to_vec();
-        let floats: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        tensors.push((name.clone(), Tensor::from_slice(&floats).view(shape.as_slice())));
+        let floats: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push((
+            name.clone(),
+            Tensor::from_slice(&floats).view(shape.as_slice()),
+        ));
         raw.push((name, shape, data));
     }
     let expected = meta_map.get("payload_sha256").cloned().unwrap_or_default();

@@ -56,7 +56,10 @@ pub fn synthesize(image: &Tensor, texture: &Tensor, rng: &mut impl Rng) -> Tenso
     let keep = rng.gen_range(0.0..MAX_KEEP);
     let blended = &img * keep + tex * (1.0 - keep);
     let inverse = mask.ones_like() - &mask;
-    (&img * inverse + blended * mask).round().clamp(0.0, 255.0).to_kind(Kind::Uint8)
+    (&img * inverse + blended * mask)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
 }
 
 #[cfg(test)]

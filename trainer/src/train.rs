@@ -25,8 +25,32 @@ pub enum Optimizer {
     Adam,
 }
 
+/// Starting point of the adaptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdaptorInit {
+    /// PyTorch's default Linear initialisation, as in the paper.
+    Random,
+    /// The identity map: the first memory bank sees the backbone features themselves.
+    Identity,
+}
+
+/// Normalisation of the image scores that select the memory bank's images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BankNormalisation {
+    /// Min-max over the training set, as published. A few extreme image scores
+    /// squeeze the rest towards one end, which can leave only a handful of
+    /// images below 0.5 and a bank too small to cover normal variety.
+    Minmax,
+    /// Rank divided by the number of images: 0.5 keeps the better-scoring half.
+    Rank,
+}
+
 /// Training options. [`TrainConfig::paper`] gives the published values.
+/// Options missing from a stored configuration take their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainConfig {
     /// Passes over the training images.
     pub epochs: usize,
@@ -49,7 +73,10 @@ pub struct TrainConfig {
     pub bank_sampling: f64,
     /// Normalised image score below which an image counts as normal for the bank.
     pub bank_image_threshold: f64,
-    /// Iterations between two rebuilds of the memory bank (1 = every iteration, as published).
+    /// How image scores are normalised before `bank_image_threshold` applies.
+    pub bank_normalisation: BankNormalisation,
+    /// Iterations between two rebuilds of the memory bank (1 = every iteration,
+    /// as published; 0 = once per epoch).
     pub bank_every: usize,
     /// Cap on the memory bank's size in patch features, drawn at random (0 = no cap, as published).
     pub bank_max_features: usize,
@@ -59,8 +86,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Synthetic Perlin-noise anomalies added, as a share of the training images (FUN-AD*).
     pub synthetic_ratio: f64,
-    /// Default threshold: median plus this many scaled MADs of the training image scores.
+    /// Default threshold, in robust standard deviations (1.4826 MAD) of the
+    /// training image logits above their median; stored as sigmoid of it.
     pub threshold_mads: f64,
+    /// Starting point of the adaptor.
+    pub adaptor_init: AdaptorInit,
 }
 
 impl Default for TrainConfig {
@@ -77,20 +107,32 @@ impl Default for TrainConfig {
             perturb_ambiguous: true,
             bank_sampling: 0.5,
             bank_image_threshold: 0.5,
-            bank_every: 1,
-            bank_max_features: 0,
+            bank_normalisation: BankNormalisation::Rank,
+            bank_every: 0,
+            bank_max_features: 20_000,
             self_eps: 1e-2,
             seed: 0,
             synthetic_ratio: 0.0,
             threshold_mads: 3.0,
+            adaptor_init: AdaptorInit::Random,
         }
     }
 }
 
 impl TrainConfig {
-    /// The published schedule: 1500 epochs, bank rebuilt every iteration, no cap.
+    /// The published schedule: 1500 epochs, min-max bank selection, bank
+    /// rebuilt every iteration with no cap, random adaptor start.
     pub fn paper() -> Self {
-        TrainConfig { epochs: 1500, ..Default::default() }
+        TrainConfig {
+            epochs: 1500,
+            optimizer: Optimizer::Rmsprop,
+            lr: 2e-5,
+            bank_normalisation: BankNormalisation::Minmax,
+            bank_every: 1,
+            bank_max_features: 0,
+            adaptor_init: AdaptorInit::Random,
+            ..Default::default()
+        }
     }
 
     /// Checks every option and names the first invalid one.
@@ -105,27 +147,39 @@ impl TrainConfig {
             bail!("epochs = 0 is invalid: train for at least one epoch");
         }
         if self.batch_size < 2 {
-            bail!("batch size {} is invalid: mutual pairs need at least 2 images", self.batch_size);
+            bail!(
+                "batch size {} is invalid: mutual pairs need at least 2 images",
+                self.batch_size
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("learning rate {} is invalid: use a positive number such as 2e-5", self.lr);
+            bail!(
+                "learning rate {} is invalid: use a positive number such as 2e-5",
+                self.lr
+            );
         }
         if self.lambda < 0.0 {
-            bail!("lambda = {} is invalid: use a weight of 0 or more", self.lambda);
+            bail!(
+                "lambda = {} is invalid: use a weight of 0 or more",
+                self.lambda
+            );
         }
         unit("tau", self.tau)?;
         unit("tau-ambiguous", self.tau_ambiguous)?;
         if self.tau_ambiguous < self.tau {
-            bail!("tau-ambiguous = {} is below tau = {}: the ambiguous band needs τ ≤ τ_a", self.tau_ambiguous, self.tau);
+            bail!(
+                "tau-ambiguous = {} is below tau = {}: the ambiguous band needs τ ≤ τ_a",
+                self.tau_ambiguous,
+                self.tau
+            );
         }
         unit("bank sampling", self.bank_sampling)?;
         if self.bank_sampling == 0.0 {
-            bail!("bank sampling = 0 leaves the memory bank empty: use a share above 0, such as 0.5");
+            bail!(
+                "bank sampling = 0 leaves the memory bank empty: use a share above 0, such as 0.5"
+            );
         }
         unit("bank image threshold", self.bank_image_threshold)?;
-        if self.bank_every == 0 {
-            bail!("bank-every = 0 is invalid: rebuild the bank every 1 or more iterations");
-        }
         unit("synthetic ratio", self.synthetic_ratio)?;
         Ok(())
     }
@@ -171,12 +225,35 @@ pub struct Cancelled;
 
 /// Builds the memory bank from the adaptor features of a random share of the
 /// images that the current model finds most normal.
-fn build_bank(net: &LocalNet, features: &Tensor, cfg: &TrainConfig, rng: &mut ChaCha8Rng) -> Tensor {
+fn build_bank(
+    net: &LocalNet,
+    features: &Tensor,
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let (n, p, d) = features.size3().expect("features are [images, patches, width]");
-    let image_scores = net.score(&features.view([n * p, d])).view([n, p]).amax(1, false);
-    let normalised: Vec<f32> = Vec::try_from(loss::min_max(&image_scores)).expect("float scores");
-    let mut normal: Vec<i64> = (0..n).filter(|&i| (normalised[i as usize] as f64) < cfg.bank_image_threshold).collect();
+    let (n, p, d) = features
+        .size3()
+        .expect("features are [images, patches, width]");
+    let image_scores = net
+        .score(&features.view([n * p, d]))
+        .view([n, p])
+        .amax(1, false);
+    let normalised = match cfg.bank_normalisation {
+        BankNormalisation::Minmax => loss::min_max(&image_scores),
+        BankNormalisation::Rank => {
+            image_scores
+                .argsort(0, false)
+                .argsort(0, false)
+                .to_kind(Kind::Float)
+                / n as f64
+        }
+    };
+    let normalised: Vec<f32> =
+        Vec::try_from(normalised.to_device(tch::Device::Cpu)).expect("float scores");
+    let mut normal: Vec<i64> = (0..n)
+        .filter(|&i| (normalised[i as usize] as f64) < cfg.bank_image_threshold)
+        .collect();
     if normal.is_empty() {
         // All images share one score (an untrained net can do this): use them all.
         normal = (0..n).collect();
@@ -221,10 +298,19 @@ pub fn train(
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vs = nn::VarStore::new(device);
-    let net = LocalNet::new(&vs.root(), d);
+    let mut net = LocalNet::new(&vs.root(), d);
+    if cfg.adaptor_init == AdaptorInit::Identity {
+        net.init_adaptor_identity();
+    }
     let mut opt = match cfg.optimizer {
-        Optimizer::Rmsprop => nn::RmsProp { alpha: 0.99, eps: 1e-8, wd: 0.0, momentum: cfg.momentum, centered: false }
-            .build(&vs, cfg.lr)?,
+        Optimizer::Rmsprop => nn::RmsProp {
+            alpha: 0.99,
+            eps: 1e-8,
+            wd: 0.0,
+            momentum: cfg.momentum,
+            centered: false,
+        }
+        .build(&vs, cfg.lr)?,
         Optimizer::Adam => nn::Adam::default().build(&vs, cfg.lr)?,
     };
 
@@ -237,12 +323,18 @@ pub fn train(
         let started = Instant::now();
         let mut order: Vec<i64> = (0..n).collect();
         order.shuffle(&mut rng);
-        let (mut sum_loss, mut sum_bce, mut sum_smooth, mut sum_anom, mut sum_pairs) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut sum_loss, mut sum_bce, mut sum_smooth, mut sum_anom, mut sum_pairs) =
+            (0.0, 0.0, 0.0, 0.0, 0.0);
         for (it, chunk) in order.chunks(batch).enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Cancelled.into());
             }
-            if step % cfg.bank_every == 0 {
+            let every = if cfg.bank_every == 0 {
+                iterations
+            } else {
+                cfg.bank_every
+            };
+            if step % every == 0 {
                 bank = build_bank(&net, features, cfg, &mut rng);
             }
             step += 1;

@@ -9,7 +9,10 @@ use std::sync::{Arc, OnceLock};
 use funad::Vit;
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The MTD dataset (MVTec layout) in `../shared/data/mtd`, or `FUNAD_MTD`.
@@ -17,18 +20,27 @@ pub fn mtd() -> PathBuf {
     let path = std::env::var_os("FUNAD_MTD")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/data/mtd"));
-    assert!(path.join("train/good").is_dir(), "MTD not found at {}; set FUNAD_MTD", path.display());
+    assert!(
+        path.join("train/good").is_dir(),
+        "MTD not found at {}; set FUNAD_MTD",
+        path.display()
+    );
     path
 }
 
 pub fn backbone_path() -> PathBuf {
     let path = repo_root().join("weights/dinov2_vits14.safetensors");
-    assert!(path.is_file(), "{} missing; run scripts/setup.sh", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing; run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
 /// The default backbone on the CPU, loaded once per test binary.
 pub fn backbone() -> Arc<Vit> {
     static VIT: OnceLock<Arc<Vit>> = OnceLock::new();
-    VIT.get_or_init(|| Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).unwrap())).clone()
+    VIT.get_or_init(|| Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).unwrap()))
+        .clone()
 }
