@@ -39,6 +39,27 @@ enum Command {
     Score(ScoreArgs),
     /// Run the FUN-AD protocol on an MVTec-layout folder and report AUROC.
     Eval(EvalArgs),
+    /// Measure the library's scoring speed on decoded frames, one frame per call.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Image files or folders of images; decoded before timing starts.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Backbone weights; by default the file the model was trained with.
+    #[arg(long, env = "FUNAD_BACKBONE")]
+    backbone: Option<PathBuf>,
+    /// Compute device: auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Frames scored before timing starts.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
 }
 
 #[derive(Args, Clone)]
@@ -432,6 +453,36 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let paths = data::collect_inputs(&args.images)?;
+    let detector = Detector::load(
+        &args.model,
+        args.backbone.as_deref(),
+        select_device(&args.device)?,
+    )?;
+    let images: Vec<tch::Tensor> = paths
+        .iter()
+        .map(|p| data::load_image(p))
+        .collect::<Result<_>>()?;
+    for image in images.iter().cycle().take(args.warmup) {
+        detector.score_images(std::slice::from_ref(image))?;
+    }
+    let started = Instant::now();
+    for image in &images {
+        detector.score_images(std::slice::from_ref(image))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let line = serde_json::json!({
+        "frames": images.len(),
+        "seconds": seconds,
+        "frames_per_second": images.len() as f64 / seconds,
+        "threads": tch::get_num_threads(),
+        "device": format!("{:?}", detector.device()),
+    });
+    println!("{line}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -439,6 +490,7 @@ fn main() -> ExitCode {
         Command::Train(a) => run_train(a),
         Command::Score(a) => run_score(a),
         Command::Eval(a) => run_eval(a),
+        Command::Bench(a) => run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -280,6 +280,22 @@ fn build_bank(
     Tensor::cat(&out, 0)
 }
 
+/// The Local-Net that training starts from, seeded by `cfg.seed`: the same
+/// weights as epoch 0 of [`train`] with the same configuration.
+pub fn initial_localnet(
+    device: tch::Device,
+    feature_size: i64,
+    cfg: &TrainConfig,
+) -> (nn::VarStore, LocalNet) {
+    tch::manual_seed(cfg.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let mut net = LocalNet::new(&vs.root(), feature_size);
+    if cfg.adaptor_init == AdaptorInit::Identity {
+        net.init_adaptor_identity();
+    }
+    (vs, net)
+}
+
 /// Trains Local-Net on patch features `[images, patches, width]` of unlabeled
 /// images. `on_progress` is called after every iteration; setting `cancel`
 /// stops the run with [`Cancelled`].
@@ -295,13 +311,8 @@ pub fn train(
         bail!("training needs at least 2 images, got {n}");
     }
     let device = features.device();
-    tch::manual_seed(cfg.seed as i64);
+    let (vs, net) = initial_localnet(device, d, cfg);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let vs = nn::VarStore::new(device);
-    let mut net = LocalNet::new(&vs.root(), d);
-    if cfg.adaptor_init == AdaptorInit::Identity {
-        net.init_adaptor_identity();
-    }
     let mut opt = match cfg.optimizer {
         Optimizer::Rmsprop => nn::RmsProp {
             alpha: 0.99,

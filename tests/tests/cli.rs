@@ -1,0 +1,246 @@
+//! The `funad` command-line tool, run as a user would: real images, real
+//! backbone, exit codes and messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn mtd() -> PathBuf {
+    let path = std::env::var_os("FUNAD_MTD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data/mtd"));
+    assert!(
+        path.join("train/good").is_dir(),
+        "MTD not found at {}; set FUNAD_MTD",
+        path.display()
+    );
+    path
+}
+
+/// The `funad` binary of the same build profile as this test.
+fn funad() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("funad");
+    assert!(
+        bin.is_file(),
+        "{} not built; run `cargo test --workspace`",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(repo_root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run funad")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Links the first `count` images of an MTD folder into `dest`.
+fn link_images(folder: &str, count: usize, dest: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dest).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(mtd().join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.truncate(count);
+    for f in &files {
+        std::os::unix::fs::symlink(f, dest.join(f.file_name().unwrap())).unwrap();
+    }
+    files
+}
+
+#[test]
+fn train_then_score_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    link_images("train/good", 20, &train);
+    link_images("test/crack", 2, &train);
+    let model = dir.path().join("model.funad");
+    let out = run(funad()
+        .args(["train", "--epochs", "2", "-o"])
+        .arg(&model)
+        .arg(&train));
+    assert!(out.status.success(), "train failed: {}", stderr(&out));
+    assert!(model.is_file());
+
+    let test = dir.path().join("test");
+    let good = link_images("test/good", 3, &test);
+    let bad = link_images("test/blowhole", 3, &test);
+    let maps = dir.path().join("maps");
+    let out = run(funad()
+        .args(["score", "-m"])
+        .arg(&model)
+        .arg("--maps")
+        .arg(&maps)
+        .arg(&test));
+    assert!(out.status.success(), "score failed: {}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), good.len() + bad.len());
+    for line in &lines {
+        let score = line["image_score"].as_f64().unwrap();
+        let threshold = line["threshold"].as_f64().unwrap();
+        assert!(score > 0.0 && score < 1.0, "score {score}");
+        let expected = if score > threshold { "NG" } else { "OK" };
+        assert_eq!(line["verdict"], expected, "{line}");
+        assert_eq!(line["model_id"].as_str().unwrap().len(), 12);
+    }
+    // Each anomaly map has its image's size.
+    for f in good.iter().chain(&bad) {
+        let stem = f.file_stem().unwrap().to_string_lossy();
+        let map = image::image_dimensions(maps.join(format!("{stem}_map.png"))).unwrap();
+        assert_eq!(map, image::image_dimensions(f).unwrap(), "map of {stem}");
+    }
+
+    // A threshold of 0 turns every verdict NG.
+    let out = run(funad()
+        .args(["score", "--threshold", "0", "-m"])
+        .arg(&model)
+        .arg(&test));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("\"NG\"").count(), 6, "{text}");
+}
+
+#[test]
+fn missing_images_folder_is_an_error() {
+    let out = run(funad().args(["train", "/nonexistent/images", "-o", "/tmp/never.funad"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/nonexistent/images"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn invalid_option_names_value() {
+    let dir = tempfile::tempdir().unwrap();
+    link_images("train/good", 4, dir.path());
+    let out = run(funad()
+        .args(["train", "--tau", "1.5", "-o", "/tmp/never.funad"])
+        .arg(dir.path()));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("tau = 1.5 is invalid"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(funad()
+        .args(["train", "--blocks", "13", "-o", "/tmp/never.funad"])
+        .arg(dir.path()));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("block 13 does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(funad()
+        .args(["train", "--device", "tpu", "-o", "/tmp/never.funad"])
+        .arg(dir.path()));
+    assert!(
+        stderr(&out).contains("device `tpu` is invalid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn corrupt_model_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("broken.funad");
+    std::fs::write(&model, b"not a model").unwrap();
+    let out = run(funad()
+        .args(["score", "-m"])
+        .arg(&model)
+        .arg(mtd().join("test/good")));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("broken.funad"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("corrupt or truncated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty(), "no result lines for a broken model");
+}
+
+#[test]
+fn corrupt_image_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    link_images("train/good", 4, dir.path());
+    std::fs::write(dir.path().join("zz_broken.png"), b"\x89PNG broken").unwrap();
+    let out = run(funad()
+        .args(["train", "--epochs", "1", "-o"])
+        .arg(dir.path().join("m.funad"))
+        .arg(dir.path()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("zz_broken.png"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("m.funad").exists(),
+        "no model may be written"
+    );
+}
+
+#[test]
+fn eval_reports_auroc_on_small_mvtec_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    link_images("train/good", 30, &root.join("train/good"));
+    link_images("test/good", 10, &root.join("test/good"));
+    let defects = link_images("test/crack", 12, &root.join("test/crack"));
+    std::fs::create_dir_all(root.join("ground_truth/crack")).unwrap();
+    for d in &defects {
+        let mask = format!("{}_mask.png", d.file_stem().unwrap().to_string_lossy());
+        std::os::unix::fs::symlink(
+            mtd().join("ground_truth/crack").join(&mask),
+            root.join("ground_truth/crack").join(&mask),
+        )
+        .unwrap();
+    }
+    let report = root.join("report.json");
+    let out = run(funad()
+        .args(["eval", "--epochs", "2", "--ratio", "0.1", "--data"])
+        .arg(root)
+        .arg("--json")
+        .arg(&report));
+    assert!(out.status.success(), "eval failed: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    // 10% of 30 normal images: 3 defects move into training and leave the test set.
+    assert_eq!(r["moved_anomalies"], 3);
+    assert_eq!(r["train_images"], 33);
+    assert_eq!(r["test_images"], 19);
+    assert_eq!(r["test_anomalies"], 9);
+    let methods = r["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 2);
+    for m in methods {
+        for key in ["image_auroc", "pixel_auroc"] {
+            let v = m[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} {v}");
+        }
+    }
+    // Asking for more defects than exist is an error that names the counts.
+    let out = run(funad()
+        .args(["eval", "--baseline-only", "--ratio", "1.0", "--data"])
+        .arg(root));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs 30 defect images"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,177 @@
+//! Model files: round trip, atomic writes, and clear errors for bad files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use funad::data::image_files;
+use funad::fit::fit;
+use funad::{Detector, FeatureConfig, TrainConfig};
+use tch::Device;
+
+/// A small model trained once on 12 real MTD images, saved in a temp folder.
+fn model() -> &'static (tempfile::TempDir, PathBuf) {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+            .unwrap()
+            .into_iter()
+            .step_by(40)
+            .take(12)
+            .collect();
+        let tcfg = TrainConfig {
+            epochs: 1,
+            batch_size: 4,
+            ..TrainConfig::default()
+        };
+        let detector = fit(
+            common::backbone(),
+            &FeatureConfig::default(),
+            &tcfg,
+            &images,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.funad");
+        detector.save(&path).unwrap();
+        (dir, path)
+    })
+}
+
+fn load_err(path: &Path, backbone: Option<&Path>) -> String {
+    format!(
+        "{:#}",
+        Detector::load(path, backbone, Device::Cpu).unwrap_err()
+    )
+}
+
+fn copy_with(bytes: &[u8], name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn round_trip_gives_same_scores() {
+    let (_, path) = model();
+    let a = Detector::load(path, None, Device::Cpu).unwrap();
+    let image =
+        funad::data::load_image(&common::mtd().join("test/crack/exp1_num_249594.jpg")).unwrap();
+    let first = a.score_images(std::slice::from_ref(&image)).unwrap();
+    let b = Detector::load(path, Some(&common::backbone_path()), Device::Cpu).unwrap();
+    let second = b.score_images(&[image]).unwrap();
+    assert_eq!(first[0].image_score, second[0].image_score);
+    assert_eq!(a.meta().model_id, b.meta().model_id);
+    assert_eq!(a.meta().model_id.len(), 12);
+    assert_eq!(a.meta().grid, 16);
+    assert_eq!(a.meta().backbone.name, "dinov2 vit-s/14");
+    assert!(first[0].image_score > 0.0 && first[0].image_score < 1.0);
+}
+
+#[test]
+fn missing_file_names_path() {
+    let msg = load_err(Path::new("/nonexistent/model.funad"), None);
+    assert!(msg.contains("/nonexistent/model.funad"), "{msg}");
+}
+
+#[test]
+fn truncated_file_is_rejected() {
+    let bytes = std::fs::read(&model().1).unwrap();
+    for keep in [4, 100, bytes.len() / 2, bytes.len() - 1] {
+        let (_dir, path) = copy_with(&bytes[..keep], "truncated.funad");
+        let msg = load_err(&path, None);
+        assert!(msg.contains("truncated.funad"), "{msg}");
+        assert!(msg.contains("corrupt or truncated"), "cut at {keep}: {msg}");
+    }
+}
+
+#[test]
+fn flipped_weight_byte_fails_checksum() {
+    let mut bytes = std::fs::read(&model().1).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x55;
+    let (_dir, path) = copy_with(&bytes, "flipped.funad");
+    let msg = load_err(&path, None);
+    assert!(msg.contains("do not match their checksum"), "{msg}");
+}
+
+#[test]
+fn backbone_file_is_not_a_model() {
+    let msg = load_err(&common::backbone_path(), None);
+    assert!(msg.contains("not a funad model"), "{msg}");
+}
+
+#[test]
+fn wrong_format_version_is_rejected() {
+    let bytes = std::fs::read(&model().1).unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let needle = format!("\\\"format_version\\\":{}", funad::model::FORMAT_VERSION);
+    assert!(
+        text.contains(&needle),
+        "format version not found in the header"
+    );
+    // Same length, so the header stays valid safetensors.
+    let patched = text.replacen(
+        &needle,
+        &needle.replace(&funad::model::FORMAT_VERSION.to_string(), "9"),
+        1,
+    );
+    let (_dir, path) = copy_with(&patched.into_bytes(), "future.funad");
+    let msg = load_err(&path, None);
+    assert!(msg.contains("format version 9"), "{msg}");
+    assert!(msg.contains("future.funad"), "{msg}");
+}
+
+#[test]
+fn mismatched_backbone_is_rejected() {
+    // Same architecture, other weights: scale one tensor of the real backbone.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.safetensors");
+    let mut named = tch::Tensor::read_safetensors(common::backbone_path()).unwrap();
+    for (name, t) in named.iter_mut() {
+        if name == "norm.weight" {
+            *t = &*t * 2.0;
+        }
+    }
+    tch::Tensor::write_safetensors(&named, &other).unwrap();
+    let msg = load_err(&model().1, Some(&other));
+    assert!(msg.contains("was trained with backbone"), "{msg}");
+    assert!(msg.contains("other.safetensors"), "{msg}");
+    let msg = load_err(
+        &model().1,
+        Some(Path::new("/nonexistent/backbone.safetensors")),
+    );
+    assert!(msg.contains("not found"), "{msg}");
+}
+
+#[test]
+fn save_replaces_atomically() {
+    let (_, path) = model();
+    let detector = Detector::load(path, None, Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.funad");
+    std::fs::write(&target, b"old contents").unwrap();
+    detector.save(&target).unwrap();
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(path).unwrap()
+    );
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // Saving into a folder that does not exist fails and names it.
+    let msg = format!(
+        "{:#}",
+        detector
+            .save(Path::new("/nonexistent/dir/m.funad"))
+            .unwrap_err()
+    );
+    assert!(msg.contains("/nonexistent/dir"), "{msg}");
+}
