@@ -98,8 +98,8 @@ impl Default for TrainConfig {
         TrainConfig {
             epochs: 10,
             batch_size: 32,
-            optimizer: Optimizer::Rmsprop,
-            lr: 2e-5,
+            optimizer: Optimizer::Adam,
+            lr: 1e-4,
             momentum: 0.2,
             lambda: 2.5,
             tau: 0.5,
@@ -114,7 +114,7 @@ impl Default for TrainConfig {
             seed: 0,
             synthetic_ratio: 0.0,
             threshold_mads: 3.0,
-            adaptor_init: AdaptorInit::Random,
+            adaptor_init: AdaptorInit::Identity,
         }
     }
 }
