@@ -1,15 +1,21 @@
 //! GStreamer plugin `funad`: visual anomaly detection with FUN-AD.
 //!
-//! The plugin contains one element, [`funadscore`](FunadScore), which scores
-//! each video frame, attaches a [`FunadMeta`] to its buffer and posts a
-//! `funad-result` element message (fields in [`message`]).
+//! The plugin contains two elements:
+//!
+//! - [`funadscore`](FunadScore) scores each video frame, attaches a
+//!   [`FunadMeta`] to its buffer and posts a `funad-result` element message
+//!   (fields in [`message`]).
+//! - [`funadjson`](FunadJson) turns the meta of each frame into one line of
+//!   JSON (`application/x-ndjson`) for a file, a socket or an application.
 
 use gst::glib;
 
+mod funadjson;
 mod funadscore;
 pub mod message;
 pub mod meta;
 
+pub use funadjson::FunadJson;
 pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
 
@@ -18,7 +24,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // by name as soon as the plugin is loaded.
     meta::meta_api_type();
     meta::meta_info();
-    funadscore::register(plugin)
+    funadscore::register(plugin)?;
+    funadjson::register(plugin)
 }
 
 gst::plugin_define!(

@@ -1,0 +1,132 @@
+//! The JSON line of one frame. The module docs of `funadjson` list its fields.
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{FunadMeta, FunadVerdict};
+
+/// Value of `schema_version`, raised when a field changes meaning or is removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Verdict of a line: the meta's verdict, or `not-scored` for a frame without a meta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum LineVerdict {
+    #[serde(rename = "OK")]
+    Ok,
+    #[serde(rename = "NG")]
+    Ng,
+    #[serde(rename = "no-model")]
+    NoModel,
+    #[serde(rename = "not-scored")]
+    NotScored,
+}
+
+impl From<FunadVerdict> for LineVerdict {
+    fn from(verdict: FunadVerdict) -> Self {
+        match verdict {
+            FunadVerdict::Ok => LineVerdict::Ok,
+            FunadVerdict::Ng => LineVerdict::Ng,
+            FunadVerdict::NoModel => LineVerdict::NoModel,
+        }
+    }
+}
+
+/// Values of `reason`, which explains a line without a score.
+pub const REASON_NO_MODEL: &str = "no model loaded";
+pub const REASON_NO_META: &str = "no funad meta";
+pub const REASON_GAP: &str = "gap buffer";
+
+/// One result line. Field order is the order of the JSON object.
+#[derive(Debug, Serialize)]
+pub struct ResultLine {
+    pub schema_version: u32,
+    pub result_id: String,
+    pub sequence: u64,
+    pub pts_ns: Option<u64>,
+    pub duration_ns: Option<u64>,
+    pub created_utc: String,
+    pub verdict: LineVerdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    pub score: Option<f32>,
+    pub threshold: Option<f32>,
+    pub model_id: Option<String>,
+    pub model_version: Option<u64>,
+    pub map_width: u32,
+    pub map_height: u32,
+    /// Patch scores, row-major. `None` leaves the field out (`include-map=false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+}
+
+/// Line contents set by the element properties.
+#[derive(Clone, Debug, Default)]
+pub struct LineOptions {
+    pub include_map: bool,
+    pub source_id: Option<String>,
+}
+
+impl ResultLine {
+    /// Builds the line of `buffer` from its `FunadMeta`, or a `not-scored`
+    /// line when it has none.
+    pub fn from_buffer(
+        buffer: &gst::BufferRef,
+        sequence: u64,
+        options: &LineOptions,
+    ) -> Result<Self, time::error::Format> {
+        let mut line = ResultLine {
+            schema_version: SCHEMA_VERSION,
+            result_id: uuid::Uuid::new_v4().to_string(),
+            sequence,
+            pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
+            duration_ns: buffer.duration().map(gst::ClockTime::nseconds),
+            created_utc: time::OffsetDateTime::now_utc().format(&Rfc3339)?,
+            verdict: LineVerdict::NotScored,
+            reason: None,
+            score: None,
+            threshold: None,
+            model_id: None,
+            model_version: None,
+            map_width: 0,
+            map_height: 0,
+            map: options.include_map.then(Vec::new),
+            source_id: options.source_id.clone(),
+        };
+
+        let Some(meta) = buffer.meta::<FunadMeta>() else {
+            line.reason = Some(if buffer.flags().contains(gst::BufferFlags::GAP) {
+                REASON_GAP
+            } else {
+                REASON_NO_META
+            });
+            return Ok(line);
+        };
+
+        line.verdict = meta.verdict().into();
+        if line.verdict == LineVerdict::NoModel {
+            line.reason = Some(REASON_NO_MODEL);
+            return Ok(line);
+        }
+        line.score = Some(meta.score());
+        line.threshold = Some(meta.threshold());
+        line.model_id = Some(meta.model_id().to_string());
+        line.model_version = Some(meta.model_version());
+        line.map_width = meta.map_width();
+        line.map_height = meta.map_height();
+        if options.include_map {
+            line.map = Some(meta.map().to_vec());
+        }
+        Ok(line)
+    }
+
+    /// Serializes the line as compact JSON followed by `\n`.
+    pub fn to_ndjson(&self) -> serde_json::Result<Vec<u8>> {
+        // serde_json escapes control characters in strings, so the only
+        // newline in the output is the one added here.
+        let mut bytes = serde_json::to_vec(self)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+}
