@@ -294,9 +294,7 @@ impl ElementImpl for FunadJson {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             // Any format and any caps features, because the element reads only the meta.
-            let sink_caps = gst::Caps::builder("video/x-raw")
-                .any_features()
-                .build();
+            let sink_caps = gst::Caps::builder("video/x-raw").any_features().build();
             let sink = gst::PadTemplate::new(
                 "sink",
                 gst::PadDirection::Sink,

@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use crate::common::{self, frame, harness, load, model, mtd_images, scorer, spread};
 use crate::lines::{
-    as_f32, assert_ndjson_caps, assert_valid, check_scored, map_values, parse_buffer,
-    schema_errors,
+    as_f32, assert_ndjson_caps, assert_valid, check_scored, map_values, parse_buffer, schema_errors,
 };
 
 /// Creates a `funadjson` element with the given properties.
@@ -80,14 +79,21 @@ fn scored_frames_give_valid_lines() {
         let (out, line) = push_line(&mut h, buffer, &info);
 
         assert_eq!(out.pts(), Some(pts), "output PTS of frame {i}");
-        assert_eq!(out.duration(), Some(duration), "output duration of frame {i}");
+        assert_eq!(
+            out.duration(),
+            Some(duration),
+            "output duration of frame {i}"
+        );
         assert_eq!(line["schema_version"], 1);
         assert_eq!(line["sequence"], i as u64);
         assert_eq!(line["pts_ns"], pts.nseconds());
         assert_eq!(line["duration_ns"], duration.nseconds());
         check_scored(&line);
         assert!(line.get("map").is_none(), "map without include-map");
-        assert!(line.get("source_id").is_none(), "source_id without source-id");
+        assert!(
+            line.get("source_id").is_none(),
+            "source_id without source-id"
+        );
         assert!(
             ids.insert(line["result_id"].as_str().unwrap().to_string()),
             "result_id {} repeats",
@@ -215,10 +221,12 @@ fn created_utc_is_write_time() {
 
     let text = line["created_utc"].as_str().unwrap();
     assert!(text.ends_with('Z'), "{text} is not UTC");
-    let created =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|e| panic!("{text} is not RFC 3339: {e}"));
-    assert!(created >= before, "{created} is before the push at {before}");
+    let created = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text} is not RFC 3339: {e}"));
+    assert!(
+        created >= before,
+        "{created} is before the push at {before}"
+    );
     assert!(created <= after, "{created} is after the pull at {after}");
 }
 
@@ -275,7 +283,10 @@ fn non_video_caps_are_rejected() {
         .field("layout", "interleaved")
         .build();
     let sinkpad = json.static_pad("sink").unwrap();
-    assert!(!sinkpad.query_accept_caps(&audio), "sink pad accepts {audio}");
+    assert!(
+        !sinkpad.query_accept_caps(&audio),
+        "sink pad accepts {audio}"
+    );
     h.push_event(gst::event::Caps::new(&audio));
     assert!(sinkpad.current_caps().is_none(), "sink pad took {audio}");
     assert!(

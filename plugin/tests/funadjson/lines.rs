@@ -37,7 +37,10 @@ pub fn assert_valid(line: &Value) {
 /// Parses one NDJSON line: a single `\n`, at the end, after one JSON object.
 pub fn parse_line(bytes: &[u8]) -> Value {
     let text = std::str::from_utf8(bytes).expect("line is UTF-8");
-    assert!(text.ends_with('\n'), "line does not end in a newline: {text:?}");
+    assert!(
+        text.ends_with('\n'),
+        "line does not end in a newline: {text:?}"
+    );
     assert_eq!(
         text.matches('\n').count(),
         1,

@@ -9,3 +9,4 @@ mod common;
 mod harness;
 mod lines;
 mod pipeline;
+mod scripts;

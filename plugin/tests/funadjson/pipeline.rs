@@ -40,7 +40,9 @@ fn run_to_eos(description: &str) -> Run {
         .downcast::<gst_app::AppSink>()
         .unwrap();
     let bus = pipeline.bus().unwrap();
-    pipeline.set_state(gst::State::Playing).expect("pipeline starts");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("pipeline starts");
 
     let mut run = Run {
         lines: Vec::new(),
@@ -97,7 +99,11 @@ fn pipeline_writes_one_line_per_frame() {
     ));
 
     assert_eq!(run.lines.len(), FRAMES, "one line per frame");
-    assert_eq!(run.results.len(), FRAMES, "one funad-result message per frame");
+    assert_eq!(
+        run.results.len(),
+        FRAMES,
+        "one funad-result message per frame"
+    );
     for caps in &run.caps {
         assert_ndjson_caps(caps);
     }
@@ -139,6 +145,12 @@ fn gst_inspect_documents_funadjson() {
             "property {property}missing in:\n{stdout}"
         );
     }
-    assert!(stdout.contains("application/x-ndjson"), "src caps missing in:\n{stdout}");
-    assert!(stdout.contains("video/x-raw(ANY)"), "sink caps missing in:\n{stdout}");
+    assert!(
+        stdout.contains("application/x-ndjson"),
+        "src caps missing in:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("video/x-raw(ANY)"),
+        "sink caps missing in:\n{stdout}"
+    );
 }
