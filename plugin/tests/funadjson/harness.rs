@@ -319,28 +319,13 @@ fn sequence_survives_flush_and_resets_on_restart() {
     assert_eq!(sequence(&out), 0, "a restart counts from 0");
 }
 
-#[test]
-fn schema_rejects_inconsistent_lines() {
-    common::init();
-    let json = json_element(&[]);
-    let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
-    let (buffer, info) = timed_frame(&mtd_images("test/good")[6], None, None);
-    let (_, valid) = push_line(&mut h, buffer, &info);
-    assert_valid(&valid);
+/// A change to a valid line that must make it invalid.
+type Mutation = (&'static str, fn(&mut Value));
 
-    let cases: [(&str, fn(&mut Value)); 6] = [
-        ("not-scored with a score", |l| l["score"] = 0.5.into()),
-        ("OK without a score", |l| l["verdict"] = "OK".into()),
-        ("unknown verdict", |l| l["verdict"] = "maybe".into()),
-        ("unknown field", |l| l["extra"] = 1.into()),
-        ("local time", |l| {
-            l["created_utc"] = "2025-01-31T08:15:02+01:00".into()
-        }),
-        ("missing result_id", |l| {
-            l.as_object_mut().unwrap().remove("result_id");
-        }),
-    ];
-    for (name, mutate) in cases {
+/// Asserts that each mutation of `valid` fails the schema.
+fn assert_mutations_rejected(valid: &Value, mutations: &[Mutation]) {
+    assert_valid(valid);
+    for (name, mutate) in mutations {
         let mut line = valid.clone();
         mutate(&mut line);
         assert!(
@@ -348,4 +333,53 @@ fn schema_rejects_inconsistent_lines() {
             "schema accepts a line with {name}: {line}"
         );
     }
+}
+
+#[test]
+fn schema_rejects_inconsistent_lines() {
+    let json = json_element(&[]);
+    let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
+    let (buffer, info) = timed_frame(&mtd_images("test/good")[6], None, None);
+    let (_, not_scored) = push_line(&mut h, buffer, &info);
+    assert_mutations_rejected(
+        &not_scored,
+        &[
+            ("not-scored with a score", |l| l["score"] = 0.5.into()),
+            ("OK without a score", |l| l["verdict"] = "OK".into()),
+            ("unknown verdict", |l| l["verdict"] = "maybe".into()),
+            ("unknown field", |l| l["extra"] = 1.into()),
+            ("local time", |l| {
+                l["created_utc"] = "2025-01-31T08:15:02+01:00".into()
+            }),
+            ("missing result_id", |l| {
+                l.as_object_mut().unwrap().remove("result_id");
+            }),
+            ("no reason", |l| {
+                l.as_object_mut().unwrap().remove("reason");
+            }),
+        ],
+    );
+
+    let scorer_element = scorer(&[]);
+    let (mut scorer, _bus) = harness(&scorer_element);
+    let json = json_element(&[("include-map", &true)]);
+    let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
+    let (buffer, info) = timed_frame(&mtd_images("test/good")[7], None, None);
+    let scored = score(&mut scorer, buffer, &info);
+    let (_, scored) = push_line(&mut h, scored, &info);
+    assert_mutations_rejected(
+        &scored,
+        &[
+            ("OK with a reason", |l| l["reason"] = "no funad meta".into()),
+            ("OK with a null score", |l| l["score"] = Value::Null),
+            ("OK with a null model id", |l| l["model_id"] = Value::Null),
+            ("score above 1", |l| l["score"] = 1.5.into()),
+            ("empty map size", |l| l["map_width"] = 0.into()),
+            ("map value above 1", |l| l["map"][0] = 2.into()),
+            ("result_id not a UUID", |l| {
+                l["result_id"] = "frame-1".into()
+            }),
+            ("negative sequence", |l| l["sequence"] = (-1).into()),
+        ],
+    );
 }
