@@ -272,6 +272,19 @@ fn caps_go_out_once_and_eos_follows() {
 }
 
 #[test]
+fn buffer_without_caps_gives_line() {
+    let json = json_element(&[]);
+    let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
+    let (buffer, _) = timed_frame(&mtd_images("test/good")[8], None, None);
+    h.push(buffer).expect("a buffer without caps flows");
+    let line = parse_buffer(&h.pull().unwrap());
+
+    assert_eq!(line["verdict"], "not-scored");
+    let caps = h.sinkpad().unwrap().current_caps().expect("output caps");
+    assert_ndjson_caps(&caps);
+}
+
+#[test]
 fn non_video_caps_are_rejected() {
     let json = json_element(&[]);
     let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
