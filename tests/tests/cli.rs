@@ -228,7 +228,12 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     let methods = r["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 2);
     for m in methods {
-        for key in ["image_auroc", "pixel_auroc"] {
+        for key in [
+            "image_auroc",
+            "pixel_auroc",
+            "overlap_image_auroc",
+            "overlap_pixel_auroc",
+        ] {
             let v = m[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{key} {v}");
         }

@@ -124,6 +124,8 @@ pub struct ContaminatedSplit {
     pub train: Vec<PathBuf>,
     /// How many of `train` are defect images (reported, never used in training).
     pub moved: usize,
+    /// The moved defect images, the last `moved` entries of `train`, with their labels.
+    pub moved_samples: Vec<Sample>,
     pub test: Vec<Sample>,
 }
 
@@ -207,14 +209,16 @@ pub fn contaminated_split(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut train = train_good;
     let mut test = good;
+    let mut moved_samples = Vec::with_capacity(wanted);
     for (mut samples, q) in defects.into_iter().zip(quota) {
         samples.shuffle(&mut rng);
         for (i, s) in samples.into_iter().enumerate() {
             if i < q {
                 train.push(s.path.clone());
                 if overlap == Overlap::Overlap {
-                    test.push(s);
+                    test.push(s.clone());
                 }
+                moved_samples.push(s);
             } else {
                 test.push(s);
             }
@@ -223,6 +227,7 @@ pub fn contaminated_split(
     Ok(ContaminatedSplit {
         train,
         moved: wanted,
+        moved_samples,
         test,
     })
 }

@@ -131,17 +131,19 @@ pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> 
         .to_kind(Kind::Float)
         / 255.0;
     let x = match c {
-        1 => x.expand([3, h, w], false),
-        3 => x,
+        1 | 3 => x,
         4 => x.narrow(0, 0, 3),
         _ => bail!("image has {c} channels; expected 1, 3 or 4"),
     };
-    let x = x.unsqueeze(0);
+    // Resize a contiguous copy, and grey images before they become three
+    // channels: the antialiased kernel is several times slower on strided input.
+    let x = x.contiguous().unsqueeze(0);
     let x = if (h, w) == (size, size) {
         x
     } else {
         x.internal_upsample_bilinear2d_aa([size, size], false, None, None)
     };
+    let x = x.expand([1, 3, size, size], false);
     let mean = Tensor::from_slice(&IMAGENET_MEAN)
         .to_kind(Kind::Float)
         .to_device(device)

@@ -109,7 +109,10 @@ fn backbone_file_is_not_a_model() {
 fn wrong_format_version_is_rejected() {
     let mut bytes = std::fs::read(&model().1).unwrap();
     let needle = format!("\\\"format_version\\\":{}", funad::model::FORMAT_VERSION).into_bytes();
-    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("format version in header");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("format version in header");
     // Overwrite the one-digit version in place, so the header keeps its length.
     *bytes.get_mut(at + needle.len() - 1).unwrap() = b'9';
     let (_dir, path) = copy_with(&bytes, "future.funad");

@@ -108,14 +108,15 @@ pub struct TestModel {
     pub meta: ModelMeta,
 }
 
-/// Returns the model trained once per test binary (2 epochs, 40 unlabeled
-/// images) and saved to the scratch folder.
+/// Returns the model trained once per test binary (20 epochs of batch 8 on
+/// 40 unlabeled images) and saved to the scratch folder.
 pub fn model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let vit = Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).expect("backbone loads"));
         let config = TrainConfig {
-            epochs: 2,
+            epochs: 20,
+            batch_size: 8,
             ..Default::default()
         };
         let detector = fit(
