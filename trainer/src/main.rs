@@ -43,11 +43,9 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// Options that load an existing model.
 #[derive(Args)]
-struct BenchArgs {
-    /// Image files or folders of images; decoded before timing starts.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
+struct ModelArgs {
     /// Model file.
     #[arg(short, long)]
     model: PathBuf,
@@ -57,6 +55,25 @@ struct BenchArgs {
     /// Compute device: auto, cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Detector> {
+        Detector::load(
+            &self.model,
+            self.backbone.as_deref(),
+            select_device(&self.device)?,
+        )
+    }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Image files or folders of images; decoded before timing starts.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Frames scored before timing starts.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -209,15 +226,8 @@ struct ScoreArgs {
     /// Image files or folders of images.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Model file.
-    #[arg(short, long)]
-    model: PathBuf,
-    /// Backbone weights; by default the file the model was trained with.
-    #[arg(long, env = "FUNAD_BACKBONE")]
-    backbone: Option<PathBuf>,
-    /// Compute device: auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    model: ModelArgs,
     /// OK/NG threshold on the image score, overriding the model's.
     #[arg(long)]
     threshold: Option<f32>,
@@ -361,8 +371,7 @@ fn write_map(dir: &Path, image_path: &Path, map: &tch::Tensor) -> Result<()> {
 
 fn run_score(args: ScoreArgs) -> Result<()> {
     let paths = data::collect_inputs(&args.images)?;
-    let device = select_device(&args.device)?;
-    let detector = Detector::load(&args.model, args.backbone.as_deref(), device)?;
+    let detector = args.model.load()?;
     let threshold = args.threshold.unwrap_or(detector.meta().threshold);
     if let Some(dir) = &args.maps {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -459,11 +468,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     let paths = data::collect_inputs(&args.images)?;
-    let detector = Detector::load(
-        &args.model,
-        args.backbone.as_deref(),
-        select_device(&args.device)?,
-    )?;
+    let detector = args.model.load()?;
     let images: Vec<tch::Tensor> = paths
         .iter()
         .map(|p| data::load_image(p))
