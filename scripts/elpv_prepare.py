@@ -6,7 +6,7 @@ ELPV (Buerhop-Lutz, Deitsch et al.): 300x300 grey electroluminescence images
 of solar cells, each with a defect probability (0, 1/3, 2/3, 1). Licence:
 CC BY-NC-SA 4.0, so the images stay outside the repository. The demo uses
 monocrystalline cells: training gets 300 normal and 30 defective cells (10%),
-mixed and without labels; the test set holds 150 other normal cells and 75
+mixed and without labels; the test set has 150 other normal cells and 75
 other cells with defect probability 1. Test labels go to OUT_DIR/test_labels.csv
 in frame order, for the AUROC at the end; training never reads them.
 """

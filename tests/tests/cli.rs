@@ -23,7 +23,7 @@ fn mtd() -> PathBuf {
     path
 }
 
-/// The `funad` binary of the same build profile as this test.
+/// Returns a command for the `funad` binary of this test's build profile.
 fn funad() -> Command {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
@@ -95,7 +95,8 @@ fn train_then_score_images() {
     for line in &lines {
         let score = line["image_score"].as_f64().unwrap();
         let threshold = line["threshold"].as_f64().unwrap();
-        assert!(score > 0.0 && score < 1.0, "score {score}");
+        assert!(score > 0.0, "score {score}");
+        assert!(score < 1.0, "score {score}");
         let expected = if score > threshold { "NG" } else { "OK" };
         assert_eq!(line["verdict"], expected, "{line}");
         assert_eq!(line["model_id"].as_str().unwrap().len(), 12);

@@ -232,7 +232,7 @@ fn infer_config(path: &Path) -> Result<VitConfig> {
     let pos_grid = (grid_tokens as f64).sqrt().round() as i64;
     if pos_grid * pos_grid != grid_tokens {
         bail!(
-            "{}: pos_embed holds {grid_tokens} grid entries, not a square grid",
+            "{}: pos_embed has {grid_tokens} grid entries, which is not a square grid",
             path.display()
         );
     }

@@ -70,7 +70,7 @@ pub struct EvalReport {
     pub total_seconds: f64,
 }
 
-/// What [`evaluate`] reports while it runs.
+/// Progress report of [`evaluate`].
 pub enum EvalEvent<'a> {
     Stage(&'a str),
     Fit(FitEvent<'a>),
@@ -192,29 +192,27 @@ pub fn evaluate(
         None => {
             let synthetic =
                 fit::synthetic_images(&split.train, cfg.train.synthetic_ratio, cfg.train.seed)?;
-            let train_images: Vec<Result<Tensor>> = split
+            let train_count = split.train.len() + synthetic.len();
+            let total = train_count + split.test.len();
+            let train_images = split
                 .train
                 .iter()
                 .map(|p| data::load_image(p))
-                .chain(synthetic.into_iter().map(Ok))
-                .collect();
-            let total = train_images.len() + split.test.len();
+                .chain(synthetic.into_iter().map(Ok));
             let train_feats = fit::extract_images(
                 &vit,
                 &cfg.features,
-                train_images.into_iter(),
+                train_images,
+                train_count,
                 &mut |done, _| on_event(EvalEvent::Fit(FitEvent::Extract { done, total })),
             )?;
             let offset = train_feats.size()[0] as usize;
-            let test_images: Vec<Result<Tensor>> = split
-                .test
-                .iter()
-                .map(|s| data::load_image(&s.path))
-                .collect();
+            let test_images = split.test.iter().map(|s| data::load_image(&s.path));
             let test_feats = fit::extract_images(
                 &vit,
                 &cfg.features,
-                test_images.into_iter(),
+                test_images,
+                split.test.len(),
                 &mut |done, _| {
                     on_event(EvalEvent::Fit(FitEvent::Extract {
                         done: offset + done,

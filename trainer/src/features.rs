@@ -55,7 +55,7 @@ impl Default for FeatureConfig {
 }
 
 impl FeatureConfig {
-    /// The features of the FUN-AD paper (Im et al., 2025): CLS ⊕ patch token of the final block.
+    /// Returns the features of the FUN-AD paper (Im et al., 2025): CLS ⊕ patch token of the final block.
     pub fn paper(depth: usize) -> Self {
         FeatureConfig {
             input_size: 224,

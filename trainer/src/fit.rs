@@ -20,7 +20,7 @@ use crate::train::{self, Progress, TrainConfig};
 /// Images per backbone forward pass during feature extraction.
 pub const EXTRACT_BATCH: usize = 8;
 
-/// What [`fit`] reports while it runs.
+/// Progress report of [`fit`].
 pub enum FitEvent<'a> {
     /// `done` of `total` images have gone through the backbone.
     Extract {
@@ -30,14 +30,15 @@ pub enum FitEvent<'a> {
     Train(&'a Progress),
 }
 
-/// Patch features `[N, grid·grid, D]` of 8-bit images, computed once and kept in memory.
+/// Computes the patch features `[N, grid·grid, D]` of `total` 8-bit images.
+/// Images are decoded lazily, so only one batch of them is in memory at a time.
 pub fn extract_images(
     vit: &Vit,
     cfg: &FeatureConfig,
-    images: impl ExactSizeIterator<Item = Result<Tensor>>,
+    images: impl IntoIterator<Item = Result<Tensor>>,
+    total: usize,
     on_done: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
-    let total = images.len();
     let mut out = Vec::new();
     let mut batch = Vec::with_capacity(EXTRACT_BATCH);
     let mut done = 0;
@@ -99,12 +100,12 @@ pub fn fit(
     tcfg.validate()?;
     fcfg.validate(&vit)?;
     let synthetic = synthetic_images(paths, tcfg.synthetic_ratio, tcfg.seed)?;
+    let total = paths.len() + synthetic.len();
     let images = paths
         .iter()
         .map(|p| load_image(p))
         .chain(synthetic.into_iter().map(Ok));
-    let images: Vec<Result<Tensor>> = images.collect();
-    let feats = extract_images(&vit, fcfg, images.into_iter(), &mut |done, total| {
+    let feats = extract_images(&vit, fcfg, images, total, &mut |done, total| {
         on_event(FitEvent::Extract { done, total })
     })?;
     fit_features(vit, fcfg, tcfg, &feats, cancel, &mut |p| {

@@ -101,7 +101,7 @@ mod tests {
         ))
         .unwrap();
         assert!((l - std::f32::consts::LN_2).abs() < 1e-6, "loss {l}");
-        // A confident right answer on both classes costs almost nothing.
+        // Confident, correct logits on both classes cost almost nothing.
         let logits = Tensor::from_slice(&[20.0f32, -20.0]);
         let labels = Tensor::from_slice(&[1.0f32, 0.0]);
         assert!(f32::try_from(balanced_bce(&logits, &labels)).unwrap() < 1e-6);

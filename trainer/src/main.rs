@@ -97,16 +97,16 @@ struct FeatureArgs {
     /// Backbone blocks whose patch tokens form the feature, 1-based, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8")]
     blocks: Vec<usize>,
-    /// How several blocks are merged.
+    /// Merge rule for several blocks.
     #[arg(long, value_enum, default_value_t = LayerMerge::Concat)]
     merge: LayerMerge,
-    /// Concatenate the CLS token to each patch token (the paper's choice).
+    /// Concatenate the CLS token to each patch token, as FUN-AD (Im et al., 2025) does.
     #[arg(long)]
     with_cls: bool,
     /// Side of the neighbourhood averaged around each patch (odd; 1 = none).
     #[arg(long, default_value_t = 1)]
     pool: i64,
-    /// Use the paper's features instead: CLS ⊕ final-block patch token.
+    /// Use the FUN-AD paper's features instead: CLS ⊕ final-block patch token.
     #[arg(long)]
     paper_features: bool,
 }
@@ -131,7 +131,7 @@ impl FeatureArgs {
 
 #[derive(Args, Clone)]
 struct TrainOptions {
-    /// Passes over the training images (the paper: 1500).
+    /// Passes over the training images (FUN-AD publishes 1500).
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
     /// Images per mini-batch.
@@ -157,7 +157,7 @@ struct TrainOptions {
     /// Share of the most-normal images whose patches form the memory bank.
     #[arg(long, default_value_t = TrainConfig::default().bank_sampling)]
     bank_sampling: f64,
-    /// How image scores are normalised to pick the bank's images (minmax = the paper's).
+    /// How image scores are normalised to pick the bank's images (minmax is FUN-AD's published rule).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().bank_normalisation)]
     bank_normalisation: BankNormalisation,
     /// Iterations between memory-bank rebuilds (1 = every iteration, as published; 0 = once per epoch).
@@ -173,7 +173,7 @@ struct TrainOptions {
     /// median training image; the calibrated threshold is sigmoid of it.
     #[arg(long, default_value_t = TrainConfig::default().threshold_mads)]
     threshold_mads: f64,
-    /// Starting point of the adaptor (random = the paper's).
+    /// Starting point of the adaptor (random is FUN-AD's published start).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().adaptor_init)]
     adaptor_init: AdaptorInit,
     /// Seed for initialisation, shuffling, sampling and noise.

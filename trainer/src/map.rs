@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn blur_keeps_mass_and_spreads_a_peak() {
-        let mut m = Tensor::zeros([41, 41], (Kind::Float, tch::Device::Cpu));
+        let m = Tensor::zeros([41, 41], (Kind::Float, tch::Device::Cpu));
         let _ = m.get(20).get(20).fill_(1.0);
         let b = gaussian_blur(&m, 2.0);
         let total = f32::try_from(b.sum(Kind::Float)).unwrap();

@@ -1,7 +1,7 @@
 //! The trained detector and its model file.
 //!
 //! A model file is a safetensors file. Its tensors are the Local-Net weights;
-//! its `__metadata__` holds `funad` (a JSON [`ModelMeta`]) and
+//! its `__metadata__` contains `funad` (a JSON [`ModelMeta`]) and
 //! `payload_sha256` (a checksum of the tensor names and bytes).
 
 use std::collections::HashMap;
@@ -105,7 +105,7 @@ pub struct ModelMeta {
     /// Default OK/NG threshold on the calibrated image score.
     pub threshold: f32,
     pub train: TrainConfig,
-    /// How the final model was chosen, without labels.
+    /// Label-free rule that chose the final model.
     pub selection: String,
     pub history: Vec<EpochStats>,
     pub train_images: usize,
@@ -274,9 +274,9 @@ impl Detector {
         Ok(read_model_file(path)?.0)
     }
 
-    /// Loads a model file. The backbone comes from `backbone` when given,
-    /// else from the path recorded at training time; either way its SHA-256
-    /// must match the one in the model file.
+    /// Loads a model file. The backbone comes from `backbone` when given, else
+    /// from the path recorded at training time. Either way, its SHA-256 must
+    /// match the one in the model file.
     pub fn load(path: &Path, backbone: Option<&Path>, device: Device) -> Result<Self> {
         let (meta, tensors) = read_model_file(path)?;
         let backbone_path = backbone

@@ -19,7 +19,7 @@ use crate::loss;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
-    /// RMSProp (α = 0.99, ε = 1e-8) with the configured momentum, as in the paper.
+    /// RMSProp (α = 0.99, ε = 1e-8) with the configured momentum, as FUN-AD (Im et al., 2025) publishes.
     Rmsprop,
     /// Adam (β = 0.9, 0.999).
     Adam,
@@ -29,9 +29,9 @@ pub enum Optimizer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AdaptorInit {
-    /// PyTorch's default Linear initialisation, as in the paper.
+    /// PyTorch's default Linear initialisation, as FUN-AD publishes.
     Random,
-    /// The identity map: the first memory bank sees the backbone features themselves.
+    /// The identity map, so the first memory bank contains the backbone features themselves.
     Identity,
 }
 
@@ -73,7 +73,7 @@ pub struct TrainConfig {
     pub bank_sampling: f64,
     /// Normalised image score below which an image counts as normal for the bank.
     pub bank_image_threshold: f64,
-    /// How image scores are normalised before `bank_image_threshold` applies.
+    /// Normalisation of the image scores before `bank_image_threshold` applies.
     pub bank_normalisation: BankNormalisation,
     /// Iterations between two rebuilds of the memory bank (1 = every iteration,
     /// as published; 0 = once per epoch).
@@ -120,7 +120,7 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The published schedule: 1500 epochs, min-max bank selection, bank
+    /// Returns the published schedule: 1500 epochs, min-max bank selection, bank
     /// rebuilt every iteration with no cap, random adaptor start.
     pub fn paper() -> Self {
         TrainConfig {
@@ -201,7 +201,7 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
-/// What a training run reports while it goes.
+/// Progress report of a training run, sent after every iteration.
 #[derive(Clone, Debug)]
 pub struct Progress {
     pub epoch: usize,
@@ -280,7 +280,7 @@ fn build_bank(
     Tensor::cat(&out, 0)
 }
 
-/// The Local-Net that training starts from, seeded by `cfg.seed`: the same
+/// Builds the Local-Net that training starts from, seeded by `cfg.seed`: the same
 /// weights as epoch 0 of [`train`] with the same configuration.
 pub fn initial_localnet(
     device: tch::Device,

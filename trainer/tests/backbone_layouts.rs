@@ -94,7 +94,7 @@ fn dino_v1_layout_loads_and_interpolates() {
     assert_eq!(wider.size(), vec![1, 1 + 20 * 20, WIDTH]);
     assert!(bool::try_from(wider.isfinite().all()).unwrap());
 
-    // The paper's features: CLS ⊕ final patch token, 768 values per patch.
+    // FUN-AD's published features: CLS ⊕ final patch token, 768 values per patch.
     let fcfg = FeatureConfig {
         input_size: 224,
         blocks: vec![2],

@@ -10,7 +10,7 @@ use funad::fit::fit;
 use funad::{Detector, FeatureConfig, TrainConfig};
 use tch::Device;
 
-/// A small model trained once on 12 real MTD images, saved in a temp folder.
+/// Returns a small model trained once on 12 real MTD images and saved in a temp folder.
 fn model() -> &'static (tempfile::TempDir, PathBuf) {
     static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     MODEL.get_or_init(|| {
@@ -69,7 +69,8 @@ fn round_trip_gives_same_scores() {
     assert_eq!(a.meta().model_id.len(), 12);
     assert_eq!(a.meta().grid, 16);
     assert_eq!(a.meta().backbone.name, "dinov2 vit-s/14");
-    assert!(first[0].image_score > 0.0 && first[0].image_score < 1.0);
+    assert!(first[0].image_score > 0.0, "score {}", first[0].image_score);
+    assert!(first[0].image_score < 1.0, "score {}", first[0].image_score);
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The MTD dataset (MVTec layout) in `../shared/data/mtd`, or `FUNAD_MTD`.
+/// Returns the MTD dataset folder (MVTec layout): `FUNAD_MTD`, else `../shared/data/mtd`.
 pub fn mtd() -> PathBuf {
     let path = std::env::var_os("FUNAD_MTD")
         .map(PathBuf::from)
@@ -38,7 +38,7 @@ pub fn backbone_path() -> PathBuf {
     path
 }
 
-/// The default backbone on the CPU, loaded once per test binary.
+/// Returns the default backbone on the CPU, loaded once per test binary.
 pub fn backbone() -> Arc<Vit> {
     static VIT: OnceLock<Arc<Vit>> = OnceLock::new();
     VIT.get_or_init(|| Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).unwrap()))
