@@ -1,22 +1,27 @@
 //! GStreamer plugin `funad`: visual anomaly detection with FUN-AD.
 //!
-//! The plugin contains two elements:
+//! The plugin contains three elements:
 //!
 //! - [`funadscore`](FunadScore) scores each video frame, attaches a
 //!   [`FunadMeta`] to its buffer and posts a `funad-result` element message
 //!   (fields in [`message`]).
 //! - [`funadjson`](FunadJson) turns the meta of each frame into one line of
 //!   JSON (`application/x-ndjson`) for a file, a socket or an application.
+//! - [`funadtrain`](FunadTrain) stores unlabeled frames, retrains the model
+//!   on them in the background and swaps each new version into service.
 
 use gst::glib;
 
 mod funadjson;
 mod funadscore;
+mod funadtrain;
 pub mod message;
 pub mod meta;
+mod watch;
 
 pub use funadjson::FunadJson;
 pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
+pub use funadtrain::FunadTrain;
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -25,7 +30,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::meta_api_type();
     meta::meta_info();
     funadscore::register(plugin)?;
-    funadjson::register(plugin)
+    funadjson::register(plugin)?;
+    funadtrain::register(plugin)
 }
 
 gst::plugin_define!(

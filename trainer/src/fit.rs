@@ -101,9 +101,15 @@ pub fn fit(
     fcfg.validate(&vit)?;
     let synthetic = synthetic_images(paths, tcfg.synthetic_ratio, tcfg.seed)?;
     let total = paths.len() + synthetic.len();
+    let cancelled = || cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     let images = paths
         .iter()
-        .map(|p| load_image(p))
+        .map(|p| {
+            if cancelled() {
+                return Err(train::Cancelled.into());
+            }
+            load_image(p)
+        })
         .chain(synthetic.into_iter().map(Ok));
     let feats = extract_images(&vit, fcfg, images, total, &mut |done, total| {
         on_event(FitEvent::Extract { done, total })

@@ -12,12 +12,15 @@ pub mod data;
 pub mod eval;
 pub mod features;
 pub mod fit;
+pub mod gate;
 pub mod knn;
 pub mod localnet;
 pub mod loss;
 pub mod map;
 pub mod metrics;
 pub mod model;
+pub mod repo;
+pub mod store;
 pub mod synth;
 pub mod train;
 

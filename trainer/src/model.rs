@@ -197,6 +197,16 @@ fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Vec<i64>, Vec<u8>)> {
 /// flushed to disk, then renamed over `path`. A crash leaves either the old
 /// file or the new one, never a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_inner(path, bytes, false)
+}
+
+/// Name of the environment variable that makes [`Detector::save`] abort the
+/// process halfway through writing, with the value `abort-in-model-write`.
+/// Only the fault tests set it, to check that a crash during a write leaves
+/// the previous model file intact.
+pub const FAILPOINT_ENV: &str = "FUNAD_FAILPOINT";
+
+fn write_atomic_inner(path: &Path, bytes: &[u8], abort_halfway: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -206,6 +216,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .suffix(".part")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    if abort_halfway {
+        let _ = tmp.write_all(&bytes[..bytes.len() / 2]);
+        let _ = tmp.as_file().sync_all();
+        log::error!("{FAILPOINT_ENV}: aborting while writing {}", path.display());
+        std::process::abort();
+    }
     tmp.write_all(bytes)
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     tmp.as_file()
@@ -266,7 +282,14 @@ impl Detector {
 
     /// Writes the model file atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_bytes()?)
+        let abort = std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == "abort-in-model-write");
+        write_atomic_inner(path, &self.to_bytes()?, abort)
+    }
+
+    /// Sets the version recorded in the model file, for example the next
+    /// version of a retrained model lineage.
+    pub fn set_version(&mut self, version: u64) {
+        self.meta.version = version;
     }
 
     /// Reads only the metadata of a model file, checking its format and checksum.

@@ -1,5 +1,8 @@
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -7,12 +10,13 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use funad::Detector;
+use funad::{Detector, Vit};
 
 use super::overlay::{self, OverlayStyle};
-use super::pixels;
+use super::pixels::{self, FORMATS};
 use super::{FunadDevice, FunadOverlay};
 use crate::message::{self, FrameTiming};
+use crate::watch::{self, FileStamp};
 use crate::{FunadMeta, FunadResult};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -23,27 +27,17 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Video formats the element reads and draws into: 8-bit grey and packed 8-bit RGB.
-const FORMATS: [gst_video::VideoFormat; 11] = [
-    gst_video::VideoFormat::Gray8,
-    gst_video::VideoFormat::Rgb,
-    gst_video::VideoFormat::Bgr,
-    gst_video::VideoFormat::Rgbx,
-    gst_video::VideoFormat::Bgrx,
-    gst_video::VideoFormat::Rgba,
-    gst_video::VideoFormat::Bgra,
-    gst_video::VideoFormat::Xrgb,
-    gst_video::VideoFormat::Xbgr,
-    gst_video::VideoFormat::Argb,
-    gst_video::VideoFormat::Abgr,
-];
-
 const DEFAULT_DEVICE: FunadDevice = FunadDevice::Auto;
 /// A negative threshold selects the one stored in the model file.
 const DEFAULT_THRESHOLD: f32 = -1.0;
 const DEFAULT_OVERLAY: FunadOverlay = FunadOverlay::None;
 const DEFAULT_OVERLAY_OPACITY: f64 = 0.5;
 const DEFAULT_POST_MESSAGES: bool = true;
+const DEFAULT_WAIT_FOR_MODEL: bool = false;
+const DEFAULT_MODEL_CHECK_INTERVAL_MS: u32 = 1000;
+
+/// Name of the message posted when a new model version takes over.
+pub const MODEL_CHANGED_STRUCTURE_NAME: &str = "funad-model-changed";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -56,6 +50,10 @@ struct Settings {
     overlay: FunadOverlay,
     overlay_opacity: f64,
     post_messages: bool,
+    /// A missing model file is not an error: frames pass unscored until it appears.
+    wait_for_model: bool,
+    /// Milliseconds between two checks of the model file; 0 never reloads.
+    model_check_interval_ms: u32,
 }
 
 impl Default for Settings {
@@ -68,6 +66,8 @@ impl Default for Settings {
             overlay: DEFAULT_OVERLAY,
             overlay_opacity: DEFAULT_OVERLAY_OPACITY,
             post_messages: DEFAULT_POST_MESSAGES,
+            wait_for_model: DEFAULT_WAIT_FOR_MODEL,
+            model_check_interval_ms: DEFAULT_MODEL_CHECK_INTERVAL_MS,
         }
     }
 }
@@ -80,6 +80,26 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     /// Sequence number of the next frame.
     next_sequence: u64,
+    /// A reloaded model waiting for the next frame; filled by the watcher.
+    pending: Arc<Mutex<Option<Arc<Detector>>>>,
+    /// Thread that reloads the model file when it changes.
+    watcher: Option<Watcher>,
+}
+
+/// The model file watcher thread; dropping it stops the thread.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        watch::notify_model_written();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -109,51 +129,13 @@ impl FunadScore {
                 gst::ResourceError::NotFound,
                 (
                     "Model file {} not found; set the model property to a file written by \
-                     `funad train`, or leave it empty to pass frames through unscored",
+                     `funad train` or funadtrain, set wait-for-model=true to pass frames \
+                     through unscored until it appears, or leave model empty",
                     model.display()
                 )
             ));
         }
-
-        let meta = Detector::read_meta(model).map_err(|err| {
-            gst::error_msg!(
-                gst::ResourceError::OpenRead,
-                ("Failed to read model file {}: {err:#}", model.display())
-            )
-        })?;
-        let backbone = settings
-            .backbone
-            .clone()
-            .unwrap_or_else(|| meta.backbone_path.clone());
-        if !backbone.is_file() {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                (
-                    "Backbone weights {} for model {} not found; set the backbone property \
-                     to the {} weights file",
-                    backbone.display(),
-                    model.display(),
-                    meta.backbone.name
-                )
-            ));
-        }
-
-        let device = funad::select_device(settings.device.as_str()).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::Settings, ("Invalid device: {err:#}"))
-        })?;
-        gst::debug!(
-            CAT,
-            imp = self,
-            "Loading model {} with backbone {} on {device:?}",
-            model.display(),
-            backbone.display()
-        );
-        Detector::load(model, Some(&backbone), device).map_err(|err| {
-            gst::error_msg!(
-                gst::ResourceError::OpenRead,
-                ("Failed to load model file {}: {err:#}", model.display())
-            )
-        })
+        load_detector(&self.obj(), settings, model, None).map_err(LoadError::into_message)
     }
 
     fn effective_threshold(settings: &Settings, detector: &Detector) -> f32 {
@@ -243,6 +225,31 @@ impl FunadScore {
         }
     }
 
+    /// Puts a reloaded model in service from frame `sequence` on, and says so
+    /// on the bus and in the log.
+    fn swap_model(&self, current: &mut Option<Arc<Detector>>, new: Arc<Detector>, sequence: u64) {
+        let old_version = current.as_ref().map_or(0, |d| d.meta().version);
+        let meta = new.meta();
+        gst::info!(
+            CAT,
+            imp = self,
+            "Model version {} (id {}) takes over from version {old_version} at frame {sequence}",
+            meta.version,
+            meta.model_id
+        );
+        let structure = gst::Structure::builder(MODEL_CHANGED_STRUCTURE_NAME)
+            .field("old-version", old_version)
+            .field("model-version", meta.version)
+            .field("model-id", meta.model_id.as_str())
+            .field("sequence", sequence)
+            .build();
+        let msg = gst::message::Element::builder(structure)
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+        *current = Some(new);
+    }
+
     fn overlay_style(settings: &Settings) -> Option<OverlayStyle> {
         let (heatmap, outline) = match settings.overlay {
             FunadOverlay::None => return None,
@@ -325,6 +332,28 @@ impl ObjectImpl for FunadScore {
                     .blurb("Post a funad-result element message on the bus for each frame")
                     .default_value(DEFAULT_POST_MESSAGES)
                     .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("wait-for-model")
+                    .nick("Wait for model")
+                    .blurb(
+                        "Start even when the model file does not exist yet: frames pass \
+                         through unscored (verdict no-model) until a file appears there, \
+                         for example the first model funadtrain writes. Read at start",
+                    )
+                    .default_value(DEFAULT_WAIT_FOR_MODEL)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("model-check-interval")
+                    .nick("Model check interval")
+                    .blurb(
+                        "Milliseconds between two checks of the model file for a new \
+                         version, which is then loaded in the background and used from the \
+                         next frame on; 0 never reloads. A funadtrain in the same process \
+                         wakes the check at once. Read at start",
+                    )
+                    .maximum(3_600_000)
+                    .default_value(DEFAULT_MODEL_CHECK_INTERVAL_MS)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("model-id")
                     .nick("Model id")
@@ -411,6 +440,26 @@ impl ObjectImpl for FunadScore {
                 );
                 settings.overlay_opacity = opacity;
             }
+            "wait-for-model" => {
+                let wait = value.get::<bool>().expect("type checked upstream");
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Changing wait-for-model from {} to {wait}",
+                    settings.wait_for_model
+                );
+                settings.wait_for_model = wait;
+            }
+            "model-check-interval" => {
+                let ms = value.get::<u32>().expect("type checked upstream");
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Changing model-check-interval from {} to {ms} ms",
+                    settings.model_check_interval_ms
+                );
+                settings.model_check_interval_ms = ms;
+            }
             "post-messages" => {
                 let post = value.get::<bool>().expect("type checked upstream");
                 gst::info!(
@@ -437,6 +486,8 @@ impl ObjectImpl for FunadScore {
             "overlay" => settings.overlay.to_value(),
             "overlay-opacity" => settings.overlay_opacity.to_value(),
             "post-messages" => settings.post_messages.to_value(),
+            "wait-for-model" => settings.wait_for_model.to_value(),
+            "model-check-interval" => settings.model_check_interval_ms.to_value(),
             "model-id" | "model-version" => {
                 drop(settings);
                 let state = self.state.lock().unwrap();
@@ -514,6 +565,15 @@ impl BaseTransformImpl for FunadScore {
                 );
                 None
             }
+            Some(model) if settings.wait_for_model && !model.exists() => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Model {} does not exist yet: frames pass through unscored until it appears",
+                    model.display()
+                );
+                None
+            }
             Some(model) => {
                 let detector = self.load_detector(&settings, model)?;
                 let meta = detector.meta();
@@ -532,17 +592,36 @@ impl BaseTransformImpl for FunadScore {
                 Some(Arc::new(detector))
             }
         };
+        let pending = Arc::new(Mutex::new(None));
+        let watcher = match &settings.model {
+            Some(model) if settings.model_check_interval_ms > 0 => Some(spawn_watcher(
+                &self.obj(),
+                model.clone(),
+                settings.clone(),
+                detector
+                    .as_ref()
+                    .map(|d: &Arc<Detector>| d.backbone().clone()),
+                FileStamp::of(model).filter(|_| detector.is_some()),
+                pending.clone(),
+            )?),
+            _ => None,
+        };
         *self.state.lock().unwrap() = Some(State {
             detector,
             info: None,
             next_sequence: 0,
+            pending,
+            watcher,
         });
         *self.rejected_caps.lock().unwrap() = None;
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(state) = self.state.lock().unwrap().take() {
+        let state = self.state.lock().unwrap().take();
+        if let Some(mut state) = state {
+            // Joins the watcher thread outside the state lock.
+            drop(state.watcher.take());
             gst::info!(
                 CAT,
                 imp = self,
@@ -627,6 +706,10 @@ impl BaseTransformImpl for FunadScore {
             };
             let sequence = state.next_sequence;
             state.next_sequence += 1;
+            let reloaded = state.pending.lock().unwrap().take();
+            if let Some(new) = reloaded {
+                self.swap_model(&mut state.detector, new, sequence);
+            }
             (state.detector.clone(), info, sequence)
         };
 
@@ -699,4 +782,151 @@ fn scoring_result(scoring: &Scoring, sequence: u64) -> FunadResult {
         map_height: grid_height as u32,
         map,
     }
+}
+
+/// Why a model could not be loaded.
+struct LoadError {
+    kind: gst::ResourceError,
+    text: String,
+}
+
+impl LoadError {
+    fn new(kind: gst::ResourceError, text: String) -> Self {
+        LoadError { kind, text }
+    }
+
+    fn into_message(self) -> gst::ErrorMessage {
+        gst::error_msg!(self.kind, ("{}", self.text))
+    }
+}
+
+/// Loads `model`, on `vit` when it is the model's backbone on the chosen device.
+fn load_detector(
+    element: &super::FunadScore,
+    settings: &Settings,
+    model: &Path,
+    vit: Option<&Arc<Vit>>,
+) -> Result<Detector, LoadError> {
+    let meta = Detector::read_meta(model).map_err(|err| {
+        LoadError::new(
+            gst::ResourceError::OpenRead,
+            format!("Failed to read model file {}: {err:#}", model.display()),
+        )
+    })?;
+    let backbone = settings
+        .backbone
+        .clone()
+        .unwrap_or_else(|| meta.backbone_path.clone());
+    if !backbone.is_file() {
+        return Err(LoadError::new(
+            gst::ResourceError::NotFound,
+            format!(
+                "Backbone weights {} for model {} not found; set the backbone property \
+                 to the {} weights file",
+                backbone.display(),
+                model.display(),
+                meta.backbone.name
+            ),
+        ));
+    }
+
+    let device = funad::select_device(settings.device.as_str()).map_err(|err| {
+        LoadError::new(
+            gst::ResourceError::Settings,
+            format!("Invalid device: {err:#}"),
+        )
+    })?;
+    gst::debug!(
+        CAT,
+        obj = element,
+        "Loading model {} with backbone {} on {device:?}",
+        model.display(),
+        backbone.display()
+    );
+    let loaded = match vit {
+        Some(vit) if vit.id().sha256 == meta.backbone.sha256 && vit.device() == device => {
+            Detector::load_with_backbone(model, vit.clone())
+        }
+        _ => Detector::load(model, Some(&backbone), device),
+    };
+    loaded.map_err(|err| {
+        LoadError::new(
+            gst::ResourceError::OpenRead,
+            format!("Failed to load model file {}: {err:#}", model.display()),
+        )
+    })
+}
+
+/// Starts the thread that reloads `model` when its file changes. `loaded` is
+/// the stamp of the file already in service, `vit` its backbone.
+fn spawn_watcher(
+    element: &super::FunadScore,
+    model: PathBuf,
+    settings: Settings,
+    mut vit: Option<Arc<Vit>>,
+    mut loaded: Option<FileStamp>,
+    pending: Arc<Mutex<Option<Arc<Detector>>>>,
+) -> Result<Watcher, gst::ErrorMessage> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_millis(settings.model_check_interval_ms as u64);
+    let weak = element.downgrade();
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("funadscore-watch".into())
+        .spawn(move || {
+            let mut seen = watch::writes();
+            // Stamp of a file that failed to load, so it is reported once.
+            let mut failed: Option<FileStamp> = None;
+            loop {
+                seen = watch::wait_for_write(seen, interval);
+                if thread_stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some(element) = weak.upgrade() else { break };
+                let stamp = FileStamp::of(&model);
+                if stamp.is_none() || stamp == loaded || stamp == failed {
+                    continue;
+                }
+                gst::debug!(CAT, obj = element, "Model file {} changed", model.display());
+                match load_detector(&element, &settings, &model, vit.as_ref()) {
+                    Ok(detector) => {
+                        gst::info!(
+                            CAT,
+                            obj = element,
+                            "Loaded model version {} (id {}) from {}; it scores from the next frame",
+                            detector.meta().version,
+                            detector.meta().model_id,
+                            model.display()
+                        );
+                        vit = Some(detector.backbone().clone());
+                        loaded = stamp;
+                        failed = None;
+                        *pending.lock().unwrap() = Some(Arc::new(detector));
+                    }
+                    Err(err) => {
+                        failed = stamp;
+                        gst::warning!(CAT, obj = element, "Reload failed: {}", err.text);
+                        let text = format!(
+                            "{}; the model in service stays until {} changes again",
+                            err.text,
+                            model.display()
+                        );
+                        let msg = gst::message::Warning::builder(err.kind, &text)
+                            .src(&element)
+                            .build();
+                        let _ = element.post_message(msg);
+                    }
+                }
+            }
+        })
+        .map_err(|err| {
+            gst::error_msg!(
+                gst::CoreError::Thread,
+                ("Failed to start the model watcher thread: {err}")
+            )
+        })?;
+    Ok(Watcher {
+        stop,
+        thread: Some(thread),
+    })
 }

@@ -31,7 +31,7 @@ use gst::prelude::*;
 
 mod imp;
 mod overlay;
-mod pixels;
+pub(crate) mod pixels;
 
 /// Compute device of the model.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

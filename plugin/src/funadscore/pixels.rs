@@ -4,6 +4,21 @@ use anyhow::{bail, Result};
 use gst_video::prelude::*;
 use tch::Tensor;
 
+/// Video formats that funadscore and funadtrain read (and funadscore draws into): 8-bit grey and packed 8-bit RGB.
+pub const FORMATS: [gst_video::VideoFormat; 11] = [
+    gst_video::VideoFormat::Gray8,
+    gst_video::VideoFormat::Rgb,
+    gst_video::VideoFormat::Bgr,
+    gst_video::VideoFormat::Rgbx,
+    gst_video::VideoFormat::Bgrx,
+    gst_video::VideoFormat::Rgba,
+    gst_video::VideoFormat::Bgra,
+    gst_video::VideoFormat::Xrgb,
+    gst_video::VideoFormat::Xbgr,
+    gst_video::VideoFormat::Argb,
+    gst_video::VideoFormat::Abgr,
+];
+
 /// Byte positions of the colour components inside one pixel of plane 0.
 struct PixelLayout {
     /// Bytes per pixel.
