@@ -291,7 +291,10 @@ impl FrameStore {
         let seen = self.state.seen;
         let outcome = self.offer_counted(frame, seen);
         if seen % STATE_EVERY == 0 {
-            self.save_state()?;
+            // The counters only steer sampling; failing to save them loses no frame.
+            if let Err(err) = self.save_state() {
+                log::warn!("{err:#}");
+            }
         }
         outcome
     }

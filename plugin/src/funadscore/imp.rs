@@ -80,8 +80,6 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     /// Sequence number of the next frame.
     next_sequence: u64,
-    /// A reloaded model waiting for the next frame; filled by the watcher.
-    pending: Arc<Mutex<Option<Arc<Detector>>>>,
     /// Thread that reloads the model file when it changes.
     watcher: Option<Watcher>,
 }
@@ -225,10 +223,15 @@ impl FunadScore {
         }
     }
 
-    /// Puts a reloaded model in service from frame `sequence` on, and says so
-    /// on the bus and in the log.
-    fn swap_model(&self, current: &mut Option<Arc<Detector>>, new: Arc<Detector>, sequence: u64) {
-        let old_version = current.as_ref().map_or(0, |d| d.meta().version);
+    /// Puts a reloaded model in service from the next frame on, and says so
+    /// on the bus and in the log. A frame being scored keeps the model it started with.
+    fn swap_model(&self, new: Arc<Detector>) {
+        let (old_version, sequence) = {
+            let mut state = self.state.lock().unwrap();
+            let Some(state) = state.as_mut() else { return };
+            let old = state.detector.replace(new.clone());
+            (old.map_or(0, |d| d.meta().version), state.next_sequence)
+        };
         let meta = new.meta();
         gst::info!(
             CAT,
@@ -247,7 +250,6 @@ impl FunadScore {
             .src(&*self.obj())
             .build();
         let _ = self.obj().post_message(msg);
-        *current = Some(new);
     }
 
     fn overlay_style(settings: &Settings) -> Option<OverlayStyle> {
@@ -592,7 +594,6 @@ impl BaseTransformImpl for FunadScore {
                 Some(Arc::new(detector))
             }
         };
-        let pending = Arc::new(Mutex::new(None));
         let watcher = match &settings.model {
             Some(model) if settings.model_check_interval_ms > 0 => Some(spawn_watcher(
                 &self.obj(),
@@ -602,7 +603,6 @@ impl BaseTransformImpl for FunadScore {
                     .as_ref()
                     .map(|d: &Arc<Detector>| d.backbone().clone()),
                 FileStamp::of(model).filter(|_| detector.is_some()),
-                pending.clone(),
             )?),
             _ => None,
         };
@@ -610,7 +610,6 @@ impl BaseTransformImpl for FunadScore {
             detector,
             info: None,
             next_sequence: 0,
-            pending,
             watcher,
         });
         *self.rejected_caps.lock().unwrap() = None;
@@ -706,10 +705,6 @@ impl BaseTransformImpl for FunadScore {
             };
             let sequence = state.next_sequence;
             state.next_sequence += 1;
-            let reloaded = state.pending.lock().unwrap().take();
-            if let Some(new) = reloaded {
-                self.swap_model(&mut state.detector, new, sequence);
-            }
             (state.detector.clone(), info, sequence)
         };
 
@@ -865,7 +860,6 @@ fn spawn_watcher(
     settings: Settings,
     mut vit: Option<Arc<Vit>>,
     mut loaded: Option<FileStamp>,
-    pending: Arc<Mutex<Option<Arc<Detector>>>>,
 ) -> Result<Watcher, gst::ErrorMessage> {
     let stop = Arc::new(AtomicBool::new(false));
     let interval = Duration::from_millis(settings.model_check_interval_ms as u64);
@@ -893,7 +887,7 @@ fn spawn_watcher(
                         gst::info!(
                             CAT,
                             obj = element,
-                            "Loaded model version {} (id {}) from {}; it scores from the next frame",
+                            "Loaded model version {} (id {}) from {}",
                             detector.meta().version,
                             detector.meta().model_id,
                             model.display()
@@ -901,7 +895,7 @@ fn spawn_watcher(
                         vit = Some(detector.backbone().clone());
                         loaded = stamp;
                         failed = None;
-                        *pending.lock().unwrap() = Some(Arc::new(detector));
+                        element.imp().swap_model(Arc::new(detector));
                     }
                     Err(err) => {
                         failed = stamp;

@@ -985,3 +985,20 @@ impl BaseSinkImpl for FunadTrain {
         Ok(gst::FlowSuccess::Ok)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time_of_day;
+
+    #[test]
+    fn time_of_day_parses_24_hour_clock() {
+        assert_eq!(parse_time_of_day("02:30"), Some((2, 30)));
+        assert_eq!(parse_time_of_day(" 2:05 "), Some((2, 5)));
+        assert_eq!(parse_time_of_day("23:59"), Some((23, 59)));
+        for bad in [
+            "24:00", "12:60", "12:5", "1230", "", "ab:cd", "-1:30", "123:00",
+        ] {
+            assert_eq!(parse_time_of_day(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -654,3 +654,26 @@ fn post_result(
             .build(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn next_daily_is_later_today_or_tomorrow() {
+        let now = chrono::Local
+            .with_ymd_and_hms(2026, 3, 10, 14, 0, 0)
+            .unwrap();
+        let wait = |h, m| {
+            next_daily(now, h, m)
+                .duration_since(Instant::now())
+                .as_secs_f64()
+        };
+        // 15:30 is 1.5 h away; 13:00 was an hour ago, so tomorrow: 23 h away.
+        assert!((wait(15, 30) - 5400.0).abs() < 5.0, "{}", wait(15, 30));
+        assert!((wait(13, 0) - 82800.0).abs() < 3700.0, "{}", wait(13, 0));
+        // Exactly now counts as tomorrow, so a training does not start twice.
+        assert!(wait(14, 0) > 80000.0);
+    }
+}

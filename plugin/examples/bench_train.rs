@@ -1,0 +1,188 @@
+//! Frame rate of the scoring branch while funadtrain trains, against the same
+//! pipeline without training, in one run.
+//!
+//! ```text
+//! cargo run --release --example bench_train -- MODEL IMAGES_DIR [FRAMES] [ROUNDS]
+//! ```
+//!
+//! Both pipelines are `appsrc ! tee ! queue ! funadscore ! appsink`; the
+//! training one adds `tee. ! queue ! funadtrain`, whose `train` signal starts
+//! a long training once 30 frames are stored. The rate counts only frames
+//! scored while that training runs. Rounds alternate the two pipelines, and
+//! the ratio of their median rates is printed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gst::prelude::*;
+
+const SIDE: u32 = 224;
+
+fn frames(dir: &Path, count: usize) -> Result<Vec<gst::Buffer>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("png" | "jpg" | "jpeg")
+            )
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} has no PNG or JPEG images", dir.display());
+    }
+    let mut out = Vec::new();
+    for i in 0..count {
+        let img = image::open(&files[i % files.len()])?
+            .resize_exact(SIDE, SIDE, image::imageops::FilterType::Triangle)
+            .to_rgb8();
+        let mut buffer = gst::Buffer::from_mut_slice(img.into_raw());
+        buffer
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(100 * i as u64));
+        out.push(buffer);
+    }
+    Ok(out)
+}
+
+/// Scoring rate in frames/s; with `train`, over the frames scored while a training ran.
+fn run(model: &Path, frames: &[gst::Buffer], train: bool) -> Result<f64> {
+    let store = tempfile::tempdir()?;
+    let branch = if train {
+        format!(
+            "t. ! queue ! funadtrain name=train store-location={} model={}/new.safetensors \
+             backbone={} device=cpu min-frames=30 train-every-frames=0 epochs=1000 batch-size=8 \
+             holdout-every=4 holdout-frames=10 gate-min-frames=5",
+            store.path().display(),
+            store.path().display(),
+            funad::Detector::read_meta(model)?.backbone_path.display()
+        )
+    } else {
+        String::new()
+    };
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time block=true max-buffers=4 ! tee name=t \
+         t. ! queue ! funadscore model={} device=cpu post-messages=false ! \
+         appsink name=out sync=false emit-signals=true {branch}",
+        model.display()
+    ))?
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(
+        &gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, SIDE, SIDE)
+            .fps(gst::Fraction::new(10, 1))
+            .build()?
+            .to_caps()?,
+    ));
+    let trainer = pipeline.by_name("train");
+    let training = Arc::new(AtomicBool::new(!train));
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    {
+        let times = times.clone();
+        let training = training.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let _ = s.pull_sample();
+                    if training.load(Ordering::SeqCst) {
+                        times.lock().unwrap().push(Instant::now());
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    pipeline.set_state(gst::State::Playing)?;
+    let mut started = false;
+    for (i, buffer) in frames.iter().enumerate() {
+        src.push_buffer(buffer.clone())?;
+        if let Some(t) = trainer.as_ref().filter(|_| !started && i >= 40) {
+            if t.emit_by_name::<bool>("train", &[]) {
+                // Count from the moment the training thread reports it runs.
+                for _ in 0..200 {
+                    if t.property::<bool>("training") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                training.store(true, Ordering::SeqCst);
+                started = true;
+            }
+        }
+    }
+    src.end_of_stream()?;
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
+            _ => {}
+        }
+    }
+    if let Some(t) = &trainer {
+        if !t.property::<bool>("training") {
+            bail!("the training ended before the scoring run; raise epochs");
+        }
+    }
+    pipeline.set_state(gst::State::Null)?;
+    let times = times.lock().unwrap();
+    // Skip the first frames, scored while the pipeline and the training warm up.
+    let skip = 5.min(times.len() / 4);
+    let times = &times[skip..];
+    if times.len() < 10 {
+        bail!("only {} frames were timed; use more frames", times.len());
+    }
+    let span = times[times.len() - 1]
+        .duration_since(times[0])
+        .as_secs_f64();
+    Ok((times.len() - 1) as f64 / span)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        bail!("usage: bench_train MODEL IMAGES_DIR [FRAMES] [ROUNDS]");
+    }
+    let model = PathBuf::from(&args[1]);
+    let count: usize = args.get(3).map_or(Ok(160), |s| s.parse())?;
+    let rounds: usize = args.get(4).map_or(Ok(2), |s| s.parse())?;
+    gst::init()?;
+    gstfunad::plugin_register_static()?;
+    let frames = frames(Path::new(&args[2]), count)?;
+    let (mut plain, mut with) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let a = run(&model, &frames, false)?;
+        let b = run(&model, &frames, true)?;
+        println!("round {round}: scoring alone {a:.2} frames/s, while training {b:.2} frames/s");
+        plain.push(a);
+        with.push(b);
+    }
+    let (a, b) = (median(plain), median(with));
+    println!(
+        "median: alone {a:.2} frames/s, while training {b:.2} frames/s, ratio {:.3}",
+        b / a
+    );
+    Ok(())
+}

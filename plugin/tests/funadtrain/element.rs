@@ -1,0 +1,324 @@
+//! `funadtrain` as an element: settings errors, the frame store across
+//! restarts, the acceptance gate, the `train` and `rollback` signals and
+//! `pin-version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gst::prelude::*;
+
+use funad::repo::ModelRepo;
+use funad::store::{FrameStore, Policy, StoreConfig};
+
+use crate::common::{self, mtd_images, spread};
+use crate::support::{fresh_dir, rgb_buffer, rgb_caps, wait_for, Seen};
+
+/// Builds `appsrc ! funadtrain` with the given funadtrain properties.
+pub fn trainer_pipeline(props: &str) -> (gst::Pipeline, gst_app::AppSrc, gst::Element) {
+    common::init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! funadtrain name=train device=cpu {props}"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(&rgb_caps()));
+    let train = pipeline.by_name("train").unwrap();
+    (pipeline, src, train)
+}
+
+/// Pushes `count` real MTD frames, normal ones with a crack every tenth.
+pub fn push_frames(src: &gst_app::AppSrc, count: usize, first: u64) {
+    let good = spread(&mtd_images("train/good"), count);
+    let cracks = mtd_images("test/crack");
+    for i in 0..count {
+        let path = if i % 10 == 9 {
+            &cracks[i / 10 % cracks.len()]
+        } else {
+            &good[i % good.len()]
+        };
+        src.push_buffer(rgb_buffer(path, first + i as u64)).unwrap();
+    }
+}
+
+/// Waits until the writer has stored `stored` frames and held out `held`.
+pub fn wait_stored(train: &gst::Element, stored: u32, held: u32) {
+    for _ in 0..600 {
+        if train.property::<u32>("stored-frames") >= stored
+            && train.property::<u32>("held-out-frames") >= held
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "store holds {} frames and {} held out, expected {stored} and {held}",
+        train.property::<u32>("stored-frames"),
+        train.property::<u32>("held-out-frames")
+    );
+}
+
+/// Sets PAUSED, expects failure and returns the error text.
+fn start_error(props: &str) -> String {
+    let (pipeline, _src, _) = trainer_pipeline(props);
+    let bus = pipeline.bus().unwrap();
+    assert!(
+        pipeline.set_state(gst::State::Paused).is_err(),
+        "{props} started"
+    );
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error message");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    e.error().to_string()
+}
+
+/// Copies the test model to `dir/line.safetensors` as kept versions
+/// `versions` and serves the last one.
+pub fn seed_versions(dir: &Path, versions: &[u64]) -> PathBuf {
+    let served = dir.join("line.safetensors");
+    let repo = ModelRepo::new(&served, 5).unwrap();
+    for &v in versions {
+        let mut d = funad::Detector::load(&common::model().path, None, tch::Device::Cpu).unwrap();
+        d.set_version(v);
+        repo.archive(&d, false).unwrap();
+    }
+    repo.serve(*versions.last().unwrap()).unwrap();
+    served
+}
+
+#[test]
+fn settings_errors_name_the_property_and_the_fix() {
+    let dir = fresh_dir("element-errors");
+    let backbone = common::backbone_path().display().to_string();
+    let model = dir.join("m.safetensors").display().to_string();
+    let store = dir.join("store").display().to_string();
+
+    let text = start_error(&format!("model={model} backbone={backbone}"));
+    assert!(text.contains("store-location"), "{text}");
+    let text = start_error(&format!("store-location={store} backbone={backbone}"));
+    assert!(text.contains("set model"), "{text}");
+    let text = start_error(&format!("store-location={store} model={model}"));
+    assert!(text.contains("backbone property"), "{text}");
+    let text = start_error(&format!(
+        "store-location={store} model={model} backbone={backbone} train-at=25:00"
+    ));
+    assert!(
+        text.contains("train-at \"25:00\"") && text.contains("HH:MM"),
+        "{text}"
+    );
+    let text = start_error(&format!(
+        "store-location={store} model={model} backbone={backbone} holdout-frames=5 gate-min-frames=8"
+    ));
+    assert!(
+        text.contains("gate-min-frames 8") && text.contains("holdout-frames 5"),
+        "{text}"
+    );
+    let text = start_error(&format!(
+        "store-location={store} model={dir}/m.pt backbone={backbone}",
+        dir = dir.display()
+    ));
+    assert!(text.contains(".safetensors"), "{text}");
+    let text = start_error(&format!(
+        "store-location={store} model={model} backbone={backbone} pin-version=4"
+    ));
+    assert!(
+        text.contains("pin-version 4") && text.contains("not kept"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
+    let dir = fresh_dir("element-store");
+    let props = format!(
+        "store-location={} model={} backbone={} min-frames=1000 max-frames=30 holdout-every=5 \
+         holdout-frames=4 gate-min-frames=4",
+        dir.join("store").display(),
+        dir.join("m.safetensors").display(),
+        common::backbone_path().display()
+    );
+
+    let (pipeline, src, train) = trainer_pipeline(&props);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    push_frames(&src, 25, 0);
+    wait_stored(&train, 20, 4);
+    assert_eq!(train.property::<u32>("stored-frames"), 20);
+    assert_eq!(train.property::<u64>("dropped-frames"), 0);
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    // A new pipeline finds the 20 frames again and keeps sampling into 30 slots.
+    let (pipeline, src, train) = trainer_pipeline(&props);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(train.property::<u32>("stored-frames"), 20);
+    push_frames(&src, 50, 100);
+    wait_stored(&train, 30, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(train.property::<u32>("stored-frames"), 30);
+    assert_eq!(train.property::<u32>("held-out-frames"), 4);
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let store = FrameStore::open(
+        &dir.join("store"),
+        StoreConfig {
+            max_frames: 30,
+            max_bytes: u64::MAX,
+            policy: Policy::Reservoir,
+            seed: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(store.len(), 30);
+    // 20 + 40 frames offered to the training store over both runs.
+    assert_eq!(store.seen(), 60);
+    for path in store.paths() {
+        let img = image::open(&path).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (224, 224),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn gate_rejects_a_model_it_cannot_judge_and_keeps_it_aside() {
+    let dir = fresh_dir("element-gate");
+    let model = dir.join("line.safetensors");
+    let (pipeline, src, train) = trainer_pipeline(&format!(
+        "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 epochs=1 \
+         batch-size=8 holdout-every=5 holdout-frames=20 gate-min-frames=20",
+        dir.join("store").display(),
+        model.display(),
+        common::backbone_path().display()
+    ));
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert!(
+        !train.emit_by_name::<bool>("train", &[]),
+        "train must refuse with an empty store"
+    );
+    push_frames(&src, 25, 0);
+    wait_stored(&train, 20, 5);
+    assert!(train.emit_by_name::<bool>("train", &[]));
+    let mut seen = Seen::default();
+    let result = wait_for(
+        &bus,
+        "funad-train-result",
+        Duration::from_secs(600),
+        &mut seen,
+        |_| true,
+    );
+    assert!(!result.get::<bool>("accepted").unwrap());
+    assert!(!result.get::<bool>("served").unwrap());
+    assert_eq!(result.get::<String>("trigger").unwrap(), "signal");
+    let reason = result.get::<String>("reason").unwrap();
+    assert!(reason.contains("only 5 held-out frames"), "{reason}");
+    assert_eq!(train.property::<u64>("rejected-models"), 1);
+    assert_eq!(train.property::<u64>("served-version"), 0);
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    assert!(!model.exists(), "a rejected model must not be served");
+    let kept = dir.join("line.v000001.rejected.safetensors");
+    let meta = funad::Detector::read_meta(&kept).expect("the rejected model is kept and readable");
+    assert_eq!(meta.version, 1);
+    assert_eq!(meta.train_images, 20);
+}
+
+#[test]
+fn rollback_and_pin_version_choose_the_served_model() {
+    let dir = fresh_dir("element-pin");
+    let served = seed_versions(&dir, &[1, 2, 3]);
+    let (pipeline, _src, train) = trainer_pipeline(&format!(
+        "store-location={} model={} min-frames=1000",
+        dir.join("store").display(),
+        served.display()
+    ));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let served_version = || funad::Detector::read_meta(&served).unwrap().version;
+    assert_eq!(train.property::<u64>("served-version"), 3);
+
+    assert!(train.emit_by_name::<bool>("rollback", &[]));
+    assert_eq!(served_version(), 2);
+    assert_eq!(train.property::<u64>("pin-version"), 2);
+    assert!(train.emit_by_name::<bool>("rollback", &[]));
+    assert_eq!(served_version(), 1);
+    assert!(
+        !train.emit_by_name::<bool>("rollback", &[]),
+        "no version before 1"
+    );
+    assert_eq!(served_version(), 1);
+
+    train.set_property("pin-version", 3u64);
+    assert_eq!(served_version(), 3);
+    assert_eq!(train.property::<u64>("served-version"), 3);
+    train.set_property("pin-version", 9u64);
+    assert_eq!(
+        served_version(),
+        3,
+        "a version that is not kept changes nothing"
+    );
+    train.set_property("pin-version", 1u64);
+    train.set_property("pin-version", 0u64);
+    assert_eq!(
+        served_version(),
+        3,
+        "unpinning serves the newest accepted version"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn interval_schedule_starts_a_training_by_itself() {
+    let dir = fresh_dir("element-interval");
+    let (pipeline, src, train) = trainer_pipeline(&format!(
+        "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 \
+         train-interval=2 epochs=1 batch-size=8 holdout-every=5 holdout-frames=10 \
+         gate-min-frames=5",
+        dir.join("store").display(),
+        dir.join("line.safetensors").display(),
+        common::backbone_path().display()
+    ));
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    push_frames(&src, 30, 0);
+    let mut seen = Seen::default();
+    let result = wait_for(
+        &bus,
+        "funad-train-result",
+        Duration::from_secs(600),
+        &mut seen,
+        |_| true,
+    );
+    assert_eq!(result.get::<String>("trigger").unwrap(), "interval");
+    let phases: Vec<String> = seen
+        .messages
+        .iter()
+        .filter(|s| s.name() == "funad-train-progress")
+        .map(|s| s.get::<String>("phase").unwrap())
+        .collect();
+    for phase in ["snapshot", "extract", "train", "gate", "save"] {
+        assert!(
+            phases.iter().any(|p| p == phase),
+            "no {phase} progress in {phases:?}"
+        );
+    }
+    let percents: Vec<f64> = seen
+        .messages
+        .iter()
+        .filter(|s| s.name() == "funad-train-progress")
+        .map(|s| s.get::<f64>("percent").unwrap())
+        .collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+    assert_eq!(train.property::<u64>("trainings"), 1);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
