@@ -14,10 +14,12 @@ mod funadjson;
 mod funadscore;
 pub mod message;
 pub mod meta;
+pub mod regions;
 
 pub use funadjson::FunadJson;
 pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
+pub use regions::FunadRegion;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // Registers the meta with the plugin, so C code finds `GstFunadMetaAPI`

@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
 
 use gst::glib;
 use gst::prelude::*;
@@ -9,6 +10,7 @@ use gst_base::subclass::prelude::*;
 
 use funad::Detector;
 
+use super::finish::finish_result;
 use super::overlay::{self, OverlayStyle};
 use super::pixels;
 use super::{FunadDevice, FunadOverlay};
@@ -223,12 +225,31 @@ impl FunadScore {
         }
     }
 
-    /// Attaches `result` to the buffer as a meta and, when enabled, posts it as a message.
-    fn publish(&self, buffer: &mut gst::BufferRef, result: &FunadResult, post_messages: bool) {
+    /// Completes `result` for the frame of `info` that arrived at `started`,
+    /// attaches it to the buffer as a meta and, when enabled, posts it as a message.
+    fn publish(
+        &self,
+        buffer: &mut gst::BufferRef,
+        mut result: FunadResult,
+        info: &gst_video::VideoInfo,
+        started: Instant,
+        post_messages: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if let Err(err) = finish_result(&mut result, info.width(), info.height(), started) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "Failed to find the defect regions of frame {}: {err}",
+                    result.sequence
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
         let timing = self.frame_timing(buffer);
-        FunadMeta::add(buffer, result);
+        FunadMeta::add(buffer, &result);
         if post_messages {
-            let structure = message::result_structure(result, &timing);
+            let structure = message::result_structure(&result, &timing);
             let msg = gst::message::Element::builder(structure)
                 .src(&*self.obj())
                 .build();
@@ -241,6 +262,7 @@ impl FunadScore {
                 );
             }
         }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn overlay_style(settings: &Settings) -> Option<OverlayStyle> {
@@ -600,6 +622,7 @@ impl BaseTransformImpl for FunadScore {
         &self,
         buffer: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let started = Instant::now();
         if buffer.flags().contains(gst::BufferFlags::GAP) {
             gst::debug!(
                 CAT,
@@ -632,12 +655,13 @@ impl BaseTransformImpl for FunadScore {
 
         let Some(detector) = detector else {
             gst::log!(CAT, imp = self, "Frame {sequence} passes through unscored");
-            self.publish(
+            return self.publish(
                 buffer,
-                &FunadResult::not_scored(sequence),
+                FunadResult::not_scored(sequence),
+                &info,
+                started,
                 settings.post_messages,
             );
-            return Ok(gst::FlowSuccess::Ok);
         };
 
         let threshold = Self::effective_threshold(&settings, &detector);
@@ -678,8 +702,7 @@ impl BaseTransformImpl for FunadScore {
             result.threshold,
             result.verdict
         );
-        self.publish(buffer, &result, settings.post_messages);
-        Ok(gst::FlowSuccess::Ok)
+        self.publish(buffer, result, &info, started, settings.post_messages)
     }
 }
 
@@ -698,5 +721,6 @@ fn scoring_result(scoring: &Scoring, sequence: u64) -> FunadResult {
         map_width: grid_width as u32,
         map_height: grid_height as u32,
         map,
+        ..FunadResult::not_scored(sequence)
     }
 }
