@@ -7,10 +7,13 @@
 //!
 //! The meta API has no tags, so elements that keep untagged metas (the
 //! `GstBaseTransform` default, videoconvert, videoscale) pass it on. Full
-//! buffer copies copy it unchanged. Video scaling copies it with the frame
-//! size and the region boxes scaled to the new frame, and the anomaly map
-//! unchanged, because the map is at patch resolution. Partial (region) copies
-//! and other transforms drop it.
+//! buffer copies copy it unchanged, and so does videoscale (GStreamer 1.22),
+//! which copies untagged metas without a scale transform. The region boxes
+//! then still refer to the scored frame, whose size the meta stores. A scale
+//! transform (`GstVideoMetaTransform`), which an element may request, copies
+//! the meta with the frame size and the boxes scaled to the output frame and
+//! the anomaly map unchanged, because the map is at patch resolution. Partial
+//! (region) copies and other transforms drop the meta.
 
 use std::ffi::{c_char, CStr};
 use std::fmt;
