@@ -3,15 +3,16 @@
 
 Usage: bus_messages.py MODEL JPEG...
 
-Runs one pipeline that scores each JPEG file as one frame, reads every
-funad-result message with the Python bindings of GStreamer (Debian's
+Runs one pipeline that scores each JPEG file twice, as two frames, reads
+every funad-result message with the Python bindings of GStreamer (Debian's
 python3-gst-1.0), and checks each field: types, the anomaly map read with
 numpy as the message documentation shows, score against map, verdict
 against threshold, result ids, times, frame size, and the defect regions
-recomputed here from the map. The frames cycle through four thresholds (the
-model's own, 0, 0.6 and 1), so both verdicts and regions occur whatever the
-model decides. funadscore must be on GST_PLUGIN_PATH. Exits 1 when a check
-fails.
+recomputed here from the map. The first frame of each file cycles through
+the thresholds in FIRST_THRESHOLDS. The second uses the midpoint of the
+first frame's lowest and highest patch score, so that it has patches on
+both sides of the threshold whatever the model decides. funadscore must be
+on GST_PLUGIN_PATH. Exits 1 when a check fails.
 """
 
 import sys
@@ -25,8 +26,9 @@ from gi.repository import Gst  # noqa: E402
 
 import numpy  # noqa: E402
 
-# Thresholds that the frames cycle through; negative selects the model's.
-FRAME_THRESHOLDS = (-1.0, 0.0, 0.6, 1.0)
+# Thresholds that the first frame of each file cycles through; negative
+# selects the model's own.
+FIRST_THRESHOLDS = (-1.0, 0.0, 1.0)
 MAX_REGIONS = 16
 
 
@@ -86,21 +88,39 @@ def pipeline_description(images):
     ]
     for image in images:
         escaped = image.replace("\\", "\\\\").replace('"', '\\"')
-        parts.append(f'filesrc location="{escaped}" ! jpegdec ! join.')
+        for _ in range(2):
+            parts.append(f'filesrc location="{escaped}" ! jpegdec ! join.')
     return " ".join(parts)
 
 
+def map_values(s):
+    """Return the anomaly map of a funad-result structure, read as the
+    message documentation shows."""
+    map_buffer = s.get_value("map")
+    return numpy.frombuffer(map_buffer.extract_dup(0, map_buffer.get_size()),
+                            dtype=numpy.float32)
+
+
 def run(model, images):
-    """Run the pipeline and return the messages, the caps of each scored
-    frame, the thresholds set and the wall-clock bounds in ns."""
+    """Run the pipeline and return the messages, the caps size of each
+    scored frame, the threshold set for each frame and the wall-clock bounds
+    of the run in ns."""
     pipeline = Gst.parse_launch(pipeline_description(images))
     score = pipeline.get_by_name("score")
     score.set_property("model", model)
     thresholds = []
     sizes = []
+    messages = []
 
     def on_input(pad, info):
-        threshold = FRAME_THRESHOLDS[len(thresholds) % len(FRAME_THRESHOLDS)]
+        frame = len(thresholds)
+        if frame % 2 == 0:
+            threshold = FIRST_THRESHOLDS[(frame // 2) % len(FIRST_THRESHOLDS)]
+        elif len(messages) == frame:
+            values = map_values(messages[-1])
+            threshold = float(values.min() + values.max()) / 2
+        else:
+            sys.exit(f"error: frame {frame - 1} posted no message before frame {frame}")
         thresholds.append(threshold)
         score.set_property("threshold", threshold)
         return Gst.PadProbeReturn.OK
@@ -110,36 +130,37 @@ def run(model, images):
         sizes.append((structure.get_value("width"), structure.get_value("height")))
         return Gst.PadProbeReturn.OK
 
-    score.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, on_input)
-    score.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_output)
-
-    messages = []
-    bus = pipeline.get_bus()
-    start_ns = time.time_ns()
-    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-        sys.exit("error: the pipeline failed to start; is funadscore on GST_PLUGIN_PATH?")
-    while True:
-        message = bus.timed_pop_filtered(
-            120 * Gst.SECOND,
-            Gst.MessageType.EOS | Gst.MessageType.ERROR | Gst.MessageType.ELEMENT,
-        )
-        if message is None:
-            sys.exit("error: no EOS within 120 s")
-        if message.type == Gst.MessageType.ERROR:
-            error, debug = message.parse_error()
-            sys.exit(f"error: pipeline error: {error.message} ({debug})")
-        if message.type == Gst.MessageType.EOS:
-            break
+    # funadscore posts the message of a frame from its streaming thread before
+    # it takes the next frame, so a synchronous handler has it in time to set
+    # the next frame's threshold.
+    def on_element_message(bus, message):
         structure = message.get_structure()
         if structure is not None and structure.get_name() == "funad-result":
             messages.append(structure.copy())
+
+    score.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, on_input)
+    score.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_output)
+    bus = pipeline.get_bus()
+    bus.enable_sync_message_emission()
+    bus.connect("sync-message::element", on_element_message)
+
+    start_ns = time.time_ns()
+    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        sys.exit("error: the pipeline failed to start; is funadscore on GST_PLUGIN_PATH?")
+    message = bus.timed_pop_filtered(120 * Gst.SECOND,
+                                     Gst.MessageType.EOS | Gst.MessageType.ERROR)
     end_ns = time.time_ns()
     pipeline.set_state(Gst.State.NULL)
+    if message is None:
+        sys.exit("error: no EOS within 120 s")
+    if message.type == Gst.MessageType.ERROR:
+        error, debug = message.parse_error()
+        sys.exit(f"error: pipeline error: {error.message} ({debug})")
     return messages, sizes, thresholds, (start_ns, end_ns)
 
 
 def check_message(checker, frame, s, size, requested, bounds):
-    """Check one funad-result structure and return its result id."""
+    """Check one funad-result structure and return its result id and regions."""
     c = lambda ok, what: checker.check(ok, frame, what)  # noqa: E731
 
     ok, sequence = s.get_uint64("sequence")
@@ -150,10 +171,7 @@ def check_message(checker, frame, s, size, requested, bounds):
     for name in ("map-width", "map-height", "frame-width", "frame-height", "regions-dropped"):
         c(s.get_uint(name)[0], f"{name} is a guint")
 
-    # The lines of the message documentation, as an application writes them.
-    map_buffer = s.get_value("map")
-    values = numpy.frombuffer(map_buffer.extract_dup(0, map_buffer.get_size()),
-                              dtype=numpy.float32)
+    values = map_values(s)
     map_width, map_height = s.get_value("map-width"), s.get_value("map-height")
     c(map_width > 0 and map_height > 0, f"map size {map_width} x {map_height} is positive")
     c(values.size == map_width * map_height,
@@ -164,7 +182,8 @@ def check_message(checker, frame, s, size, requested, bounds):
     c(values.size > 0 and numpy.float32(score) == values.max(),
       f"score {score} is the map maximum {values.max() if values.size else None}")
     if requested >= 0:
-        c(threshold == requested, f"threshold {threshold} is the one set, {requested}")
+        c(numpy.float32(threshold) == numpy.float32(requested),
+          f"threshold {threshold} is the one set, {requested}")
     c(0 <= threshold <= 1, f"threshold {threshold} is in [0, 1]")
     c(verdict == ("NG" if score > threshold else "OK"),
       f"verdict {verdict} for score {score} and threshold {threshold}")
@@ -205,7 +224,7 @@ def check_message(checker, frame, s, size, requested, bounds):
     c(got == boxes, f"regions {got} are the components of the map {boxes}")
     c(s.get_value("regions-dropped") == dropped,
       f"regions-dropped {s.get_value('regions-dropped')} is {dropped}")
-    return result_id, len(got)
+    return result_id, got
 
 
 def main():
@@ -218,19 +237,24 @@ def main():
     messages, sizes, thresholds, bounds = run(model, images)
 
     checker = Checker()
-    if len(messages) != len(images) or len(sizes) != len(images):
-        sys.exit(f"error: {len(messages)} messages and {len(sizes)} frames for {len(images)} images")
+    if len(messages) != 2 * len(images) or len(sizes) != 2 * len(images):
+        sys.exit(f"error: {len(messages)} messages and {len(sizes)} frames for "
+                 f"{len(images)} images, expected {2 * len(images)}")
     ids = set()
-    region_counts = []
     for frame, (s, size, requested) in enumerate(zip(messages, sizes, thresholds)):
-        result_id, n_regions = check_message(checker, frame, s, size, requested, bounds)
+        result_id, regions = check_message(checker, frame, s, size, requested, bounds)
         checker.check(result_id not in ids, frame, f"result-id {result_id} is unique")
         ids.add(result_id)
-        region_counts.append(n_regions)
         print(f"frame {frame}: {s.get_value('verdict')} score {s.get_value('score'):.4f} "
-              f"threshold {s.get_value('threshold'):.4f} regions {n_regions}")
-    checker.check(any(region_counts) and not all(region_counts), -1,
-                  f"frames with and without regions occur: {region_counts}")
+              f"threshold {s.get_value('threshold'):.4f} regions {len(regions)}")
+        if frame % 2 == 1:
+            # The second frame of a file: the same map, cut at its midpoint.
+            values = map_values(s)
+            checker.check(numpy.array_equal(values, map_values(messages[frame - 1])), frame,
+                          "the same image gives the same map")
+            covered = sum(region[5] for region in regions)
+            checker.check(0 < covered < values.size, frame,
+                          f"regions hold {covered} of {values.size} patches at the midpoint")
     if checker.failures:
         sys.exit(f"{checker.failures} checks failed")
     print(f"all checks passed on {len(messages)} frames")
