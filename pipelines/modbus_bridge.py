@@ -2,16 +2,17 @@
 """Serve funadjson result lines to a PLC as Modbus TCP registers.
 
 The bridge reads the JSON lines of funadjson (schema version 2) from standard
-input or from a tcpserversink, and serves the newest result, or in handshake
-mode a queue of results, in a block of 16-bit registers laid out the way
-machine-vision cameras expose inspection results. pipelines/README.md holds
+input or from a tcpserversink. It serves the newest result, or in handshake
+mode a queue of results, as a block of 16-bit registers laid out the way
+machine-vision cameras expose inspection results. plugin/SCHEMA.md holds
 the register map. Run it with the project's virtual environment, where
-scripts/setup.sh installs the pinned pymodbus:
+scripts/setup.sh installs the pinned pymodbus 3.16.1 (its SimDevice API,
+which the bridge uses, is marked experimental there):
 
     .venv/bin/python pipelines/modbus_bridge.py --connect 127.0.0.1:5000 \\
         --listen 127.0.0.1:5020 --handshake
 
-It answers every unit id and stops on SIGINT or SIGTERM.
+It serves requests for every unit id and stops on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def result_words(result: Result) -> list[int]:
 
 @dataclass
 class Bridge:
-    """What the registers show: the current result, the queue and counters."""
+    """State behind the registers: the shown result, the queue and the counters."""
 
     handshake: bool
     queue_size: int
@@ -336,7 +337,7 @@ def make_device(bridge: Bridge) -> SimDevice:
         SimData(0, count=BLOCK_SIZE, values=0, datatype=DataType.REGISTERS, readonly=True),
         SimData(ACKNOWLEDGE, values=0, datatype=DataType.REGISTERS),
     ]
-    # Device id 0 answers every unit id, as a camera on Modbus TCP does.
+    # Device id 0 serves requests for every unit id, as a camera on Modbus TCP does.
     return SimDevice(0, simdata=simdata, action=on_request)
 
 

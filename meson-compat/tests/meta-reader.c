@@ -8,8 +8,8 @@
  * cold-start mode on three 64x64 GRAY8 test frames, and every frame must read
  * as not scored. With MODEL_FILE (written by `funad train`) each JPEG file is
  * one frame, and every frame must be scored. The scored frames cycle through
- * three thresholds: the model's own, 0 (every patch is above it, so one
- * region covers the frame) and 1 (no patch is above it), so that both
+ * three thresholds: the model's own, 0 and 1. At 0 every patch is above the
+ * threshold, so one region covers the frame, and at 1 none is. So both
  * verdicts and the regions are checked whatever the model decides. Exits 0
  * when all checks pass.
  */

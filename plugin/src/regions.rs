@@ -450,7 +450,8 @@ mod tests {
         let tiny = scale_region(&region, (640, 480), (3, 2));
         assert!(tiny.x + tiny.width <= 3, "{tiny:?} leaves a 3 × 2 frame");
         assert!(tiny.y + tiny.height <= 2, "{tiny:?} leaves a 3 × 2 frame");
-        assert!(tiny.width >= 1 && tiny.height >= 1);
+        assert!(tiny.width >= 1, "{tiny:?} has no width");
+        assert!(tiny.height >= 1, "{tiny:?} has no height");
 
         assert_eq!(scale_region(&region, (0, 0), (320, 240)), region);
     }

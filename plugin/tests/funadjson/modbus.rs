@@ -251,6 +251,7 @@ fn check_registers(registers: &[u16], result: &gstfunad::FunadResult, line_seque
         gstfunad::FunadVerdict::NoModel => (3, 8),
     };
     let frame = result.sequence;
+
     assert_eq!(registers[VERDICT], code, "verdict code of frame {frame}");
     assert_ne!(
         registers[STATUS] & bit,
@@ -277,6 +278,7 @@ fn check_registers(registers: &[u16], result: &gstfunad::FunadResult, line_seque
         line_sequence,
         "sequence of frame {frame}"
     );
+
     assert_eq!(registers[REGION_COUNT] as usize, result.regions.len());
     assert_eq!(registers[REGIONS_DROPPED] as u32, result.regions_dropped);
     assert_eq!(
@@ -284,6 +286,7 @@ fn check_registers(registers: &[u16], result: &gstfunad::FunadResult, line_seque
         result.processing_time_ns / 1000,
         "processing time of frame {frame}"
     );
+
     for slot in 0..4 {
         let words = &registers[REGIONS + 5 * slot..REGIONS + 5 * slot + 5];
         match result.regions.get(slot) {

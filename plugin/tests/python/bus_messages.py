@@ -3,9 +3,9 @@
 
 Usage: bus_messages.py MODEL JPEG...
 
-Runs one pipeline that scores each JPEG file twice, as two frames, reads
+Runs one pipeline that scores each JPEG file twice, as two frames, and reads
 every funad-result message with the Python bindings of GStreamer (Debian's
-python3-gst-1.0), and checks each field: types, the anomaly map read with
+python3-gst-1.0). It checks each field: types, the anomaly map read with
 numpy as the message documentation shows, score against map, verdict
 against threshold, result ids, times, frame size, and the defect regions
 recomputed here from the map. The first frame of each file cycles through

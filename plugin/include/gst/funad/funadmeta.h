@@ -24,7 +24,7 @@ G_BEGIN_DECLS
  * version in the meta itself, so this macro only marks the layout that this
  * header describes. Raise it whenever a field is added, removed or retyped.
  * New fields go at the end, so code built against an older header still
- * reads the fields it knows. To detect a mismatch at run time, compare
+ * reads the fields of its own layout. To detect a mismatch at run time, compare
  * sizeof (GstFunadMeta) with gst_meta_get_info (GST_FUNAD_META_INFO_NAME)->size,
  * which catches size changes but not a reordering of fields of equal size.
  *
