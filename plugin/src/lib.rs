@@ -17,12 +17,14 @@ mod funadscore;
 mod funadtrain;
 pub mod message;
 pub mod meta;
+pub mod regions;
 mod watch;
 
 pub use funadjson::FunadJson;
 pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
 pub use funadtrain::FunadTrain;
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
+pub use regions::FunadRegion;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // Registers the meta with the plugin, so C code finds `GstFunadMetaAPI`

@@ -7,9 +7,13 @@
 //!
 //! The meta API has no tags, so elements that keep untagged metas (the
 //! `GstBaseTransform` default, videoconvert, videoscale) pass it on. Full
-//! buffer copies and video scaling copy it unchanged, because the anomaly map
-//! is at patch resolution and does not depend on the frame size. Partial
-//! (region) copies and other transforms drop it.
+//! buffer copies copy it unchanged, and so does videoscale (GStreamer 1.22),
+//! which copies untagged metas without a scale transform. The region boxes
+//! then still refer to the scored frame, whose size the meta stores. A scale
+//! transform (`GstVideoMetaTransform`), which an element may request, copies
+//! the meta with the frame size and the boxes scaled to the output frame and
+//! the anomaly map unchanged, because the map is at patch resolution. Partial
+//! (region) copies and other transforms drop the meta.
 
 use std::ffi::{c_char, CStr};
 use std::fmt;
@@ -20,11 +24,20 @@ use glib::translate::{from_glib, IntoGlib};
 use gst::glib;
 use gst::meta::{MetaAPI, MetaAPIExt, MetaTransform};
 
+use crate::regions::{scale_region, FunadRegion};
+
 /// Name of the meta API type, registered with `gst_meta_api_type_register`.
 pub const META_API_NAME: &CStr = c"GstFunadMetaAPI";
 
 /// Name of the meta implementation, registered with `gst_meta_register`.
 pub const META_IMPL_NAME: &CStr = c"GstFunadMeta";
+
+/// Version of the C layout of [`FunadMeta`], `FUNAD_META_LAYOUT_VERSION` in
+/// `funadmeta.h`. Layout 2 appended the fields from `creation_time_ns` on.
+pub const META_LAYOUT_VERSION: u32 = 2;
+
+/// Bytes of the C string field `result_id`: 36 characters of a UUID and a NUL.
+const RESULT_ID_BYTES: usize = 37;
 
 /// OK/NG decision on one frame, stored in the meta as a C `gint`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,10 +117,29 @@ pub struct FunadResult {
     pub map_height: u32,
     /// Patch scores, row-major, `map_width × map_height` values in [0, 1].
     pub map: Vec<f32>,
+    /// Result id, a random UUID (version 4) that funadscore creates for each
+    /// frame; the nil UUID until funadscore sets it.
+    pub result_id: uuid::Uuid,
+    /// UTC time at which funadscore created the result, in nanoseconds since
+    /// the Unix epoch; 0 until set.
+    pub creation_time_ns: u64,
+    /// Nanoseconds that funadscore spent on the frame, from entering its
+    /// transform to the finished result (overlay included); 0 until set.
+    pub processing_time_ns: u64,
+    /// Width in pixels of the frame that the region boxes refer to.
+    pub frame_width: u32,
+    /// Height in pixels of the frame that the region boxes refer to.
+    pub frame_height: u32,
+    /// Defect regions, strongest first, at most [`crate::regions::MAX_REGIONS`];
+    /// empty unless the verdict is NG.
+    pub regions: Vec<FunadRegion>,
+    /// Regions found beyond the maximum and left out of `regions`.
+    pub regions_dropped: u32,
 }
 
 impl FunadResult {
-    /// Result of a frame that passed through without a model.
+    /// Result of a frame that passed through without a model. Id, times and
+    /// frame size are unset (nil and 0).
     pub fn not_scored(sequence: u64) -> Self {
         FunadResult {
             score: -1.0,
@@ -119,6 +151,13 @@ impl FunadResult {
             map_width: 0,
             map_height: 0,
             map: Vec::new(),
+            result_id: uuid::Uuid::nil(),
+            creation_time_ns: 0,
+            processing_time_ns: 0,
+            frame_width: 0,
+            frame_height: 0,
+            regions: Vec::new(),
+            regions_dropped: 0,
         }
     }
 }
@@ -137,6 +176,15 @@ impl FunadResult {
 ///   guint64 sequence;
 ///   gchar *model_id;     /* never NULL, "" when not scored */
 ///   gfloat *map;         /* map_width * map_height values, NULL when empty */
+///   /* layout version 2 */
+///   guint64 creation_time_ns;
+///   guint64 processing_time_ns;
+///   gchar result_id[37]; /* UUID text and NUL */
+///   guint frame_width;
+///   guint frame_height;
+///   guint n_regions;
+///   guint regions_dropped;
+///   GstFunadRegion *regions; /* n_regions boxes, NULL when none */
 /// } GstFunadMeta;
 /// ```
 #[repr(C)]
@@ -151,9 +199,17 @@ pub struct FunadMeta {
     sequence: u64,
     model_id: *mut c_char,
     map: *mut f32,
+    creation_time_ns: u64,
+    processing_time_ns: u64,
+    result_id: [c_char; RESULT_ID_BYTES],
+    frame_width: u32,
+    frame_height: u32,
+    n_regions: u32,
+    regions_dropped: u32,
+    regions: *mut FunadRegion,
 }
 
-// SAFETY: the two pointers are owned by the meta, allocated in `meta_init`
+// SAFETY: the three pointers are owned by the meta, allocated in `meta_init`
 // and freed in `meta_free`. Nothing writes through them after init, so
 // shared reads from several threads are sound.
 unsafe impl Send for FunadMeta {}
@@ -222,6 +278,44 @@ impl FunadMeta {
         unsafe { std::slice::from_raw_parts(self.map, len) }
     }
 
+    /// Result id; the nil UUID when the stored text is not a UUID.
+    pub fn result_id(&self) -> uuid::Uuid {
+        // SAFETY: meta_init always writes a NUL inside the array.
+        let text = unsafe { CStr::from_ptr(self.result_id.as_ptr()) };
+        text.to_str()
+            .ok()
+            .and_then(|t| uuid::Uuid::parse_str(t).ok())
+            .unwrap_or_else(uuid::Uuid::nil)
+    }
+
+    pub fn creation_time_ns(&self) -> u64 {
+        self.creation_time_ns
+    }
+
+    pub fn processing_time_ns(&self) -> u64 {
+        self.processing_time_ns
+    }
+
+    pub fn frame_width(&self) -> u32 {
+        self.frame_width
+    }
+
+    pub fn frame_height(&self) -> u32 {
+        self.frame_height
+    }
+
+    /// Defect regions, strongest first.
+    pub fn regions(&self) -> &[FunadRegion] {
+        if self.regions.is_null() {
+            return &[];
+        }
+        unsafe { std::slice::from_raw_parts(self.regions, self.n_regions as usize) }
+    }
+
+    pub fn regions_dropped(&self) -> u32 {
+        self.regions_dropped
+    }
+
     /// Copies the meta's fields into an owned result.
     pub fn result(&self) -> FunadResult {
         FunadResult {
@@ -234,6 +328,13 @@ impl FunadMeta {
             map_width: self.map_width,
             map_height: self.map_height,
             map: self.map().to_vec(),
+            result_id: self.result_id(),
+            creation_time_ns: self.creation_time_ns,
+            processing_time_ns: self.processing_time_ns,
+            frame_width: self.frame_width,
+            frame_height: self.frame_height,
+            regions: self.regions().to_vec(),
+            regions_dropped: self.regions_dropped,
         }
     }
 }
@@ -257,6 +358,13 @@ impl fmt::Debug for FunadMeta {
             .field("sequence", &self.sequence)
             .field("map_width", &self.map_width)
             .field("map_height", &self.map_height)
+            .field("result_id", &self.result_id())
+            .field("creation_time_ns", &self.creation_time_ns)
+            .field("processing_time_ns", &self.processing_time_ns)
+            .field("frame_width", &self.frame_width)
+            .field("frame_height", &self.frame_height)
+            .field("regions", &self.regions())
+            .field("regions_dropped", &self.regions_dropped)
             .finish()
     }
 }
@@ -335,6 +443,30 @@ unsafe extern "C" fn meta_init(
         meta.map = glib::ffi::g_malloc(bytes) as *mut f32;
         ptr::copy_nonoverlapping(result.map.as_ptr(), meta.map, len);
     }
+
+    meta.creation_time_ns = result.creation_time_ns;
+    meta.processing_time_ns = result.processing_time_ns;
+    let id = result.result_id.hyphenated().to_string();
+    meta.result_id = [0; RESULT_ID_BYTES];
+    for (dest, byte) in meta
+        .result_id
+        .iter_mut()
+        .zip(id.bytes().take(RESULT_ID_BYTES - 1))
+    {
+        *dest = byte as c_char;
+    }
+    meta.frame_width = result.frame_width;
+    meta.frame_height = result.frame_height;
+    meta.regions_dropped = result.regions_dropped;
+    if result.regions.is_empty() {
+        meta.n_regions = 0;
+        meta.regions = ptr::null_mut();
+    } else {
+        meta.n_regions = result.regions.len() as u32;
+        let bytes = std::mem::size_of_val(result.regions.as_slice());
+        meta.regions = glib::ffi::g_malloc(bytes) as *mut FunadRegion;
+        ptr::copy_nonoverlapping(result.regions.as_ptr(), meta.regions, result.regions.len());
+    }
     glib::ffi::GTRUE
 }
 
@@ -342,11 +474,15 @@ unsafe extern "C" fn meta_free(meta: *mut gst::ffi::GstMeta, _buffer: *mut gst::
     let meta = &mut *(meta as *mut FunadMeta);
     glib::ffi::g_free(meta.model_id as glib::ffi::gpointer);
     glib::ffi::g_free(meta.map as glib::ffi::gpointer);
+    glib::ffi::g_free(meta.regions as glib::ffi::gpointer);
     meta.model_id = ptr::null_mut();
     meta.map = ptr::null_mut();
+    meta.regions = ptr::null_mut();
+    meta.n_regions = 0;
 }
 
-/// Copies the meta to `dest` on full buffer copies and on video scaling.
+/// Copies the meta to `dest` on full buffer copies, and on video scaling with
+/// the frame size and region boxes scaled to the output frame.
 unsafe extern "C" fn meta_transform(
     dest: *mut gst::ffi::GstBuffer,
     meta: *mut gst::ffi::GstMeta,
@@ -355,21 +491,40 @@ unsafe extern "C" fn meta_transform(
     data: glib::ffi::gpointer,
 ) -> glib::ffi::gboolean {
     let kind: glib::Quark = from_glib(type_);
-    let keep = if kind == gst::meta::MetaTransformCopy::quark() {
+    let mut result = (*(meta as *const FunadMeta)).result();
+    if kind == gst::meta::MetaTransformCopy::quark() {
         let copy = &*(data as *const gst::ffi::GstMetaTransformCopy);
-        copy.region == glib::ffi::GFALSE
+        if copy.region != glib::ffi::GFALSE {
+            return glib::ffi::GFALSE;
+        }
+    } else if kind == gst_video::video_meta::VideoMetaTransformScale::quark() {
+        let scale = &*(data as *const gst_video::ffi::GstVideoMetaTransform);
+        if scale.out_info.is_null() {
+            return glib::ffi::GFALSE;
+        }
+        let out_info = &*scale.out_info;
+        scale_result(&mut result, out_info.width as u32, out_info.height as u32);
     } else {
-        kind == gst_video::video_meta::VideoMetaTransformScale::quark()
-    };
-    if !keep {
         return glib::ffi::GFALSE;
     }
 
-    let result = (*(meta as *const FunadMeta)).result();
     let added = gst::ffi::gst_buffer_add_meta(
         dest,
         meta_info(),
         &result as *const FunadResult as glib::ffi::gpointer,
     );
     (!added.is_null()).into_glib()
+}
+
+/// Moves the region boxes of `result` to a `width × height` frame.
+fn scale_result(result: &mut FunadResult, width: u32, height: u32) {
+    let from = (result.frame_width, result.frame_height);
+    if from.0 == 0 || from.1 == 0 || width == 0 || height == 0 {
+        return;
+    }
+    for region in &mut result.regions {
+        *region = scale_region(region, from, (width, height));
+    }
+    result.frame_width = width;
+    result.frame_height = height;
 }

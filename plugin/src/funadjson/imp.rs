@@ -72,7 +72,7 @@ impl FunadJson {
             source_id: settings.source_id,
         };
         let bytes = ResultLine::from_buffer(&buffer, sequence, &options)
-            .map_err(|err| anyhow::anyhow!("cannot format the current time: {err}"))
+            .map_err(|err| anyhow::anyhow!("cannot format the creation time: {err}"))
             .and_then(|line| Ok(line.to_ndjson()?));
         let bytes = match bytes {
             Ok(bytes) => bytes,

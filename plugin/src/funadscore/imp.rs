@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -12,6 +12,7 @@ use gst_base::subclass::prelude::*;
 
 use funad::{Detector, Vit};
 
+use super::finish::finish_result;
 use super::overlay::{self, OverlayStyle};
 use super::pixels::{self, FORMATS};
 use super::{FunadDevice, FunadOverlay};
@@ -203,12 +204,31 @@ impl FunadScore {
         }
     }
 
-    /// Attaches `result` to the buffer as a meta and, when enabled, posts it as a message.
-    fn publish(&self, buffer: &mut gst::BufferRef, result: &FunadResult, post_messages: bool) {
+    /// Completes `result` for the frame of `info` that arrived at `started`,
+    /// attaches it to the buffer as a meta and, when enabled, posts it as a message.
+    fn publish(
+        &self,
+        buffer: &mut gst::BufferRef,
+        mut result: FunadResult,
+        info: &gst_video::VideoInfo,
+        started: Instant,
+        post_messages: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if let Err(err) = finish_result(&mut result, info.width(), info.height(), started) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "Failed to find the defect regions of frame {}: {err}",
+                    result.sequence
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
         let timing = self.frame_timing(buffer);
-        FunadMeta::add(buffer, result);
+        FunadMeta::add(buffer, &result);
         if post_messages {
-            let structure = message::result_structure(result, &timing);
+            let structure = message::result_structure(&result, &timing);
             let msg = gst::message::Element::builder(structure)
                 .src(&*self.obj())
                 .build();
@@ -221,6 +241,7 @@ impl FunadScore {
                 );
             }
         }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Puts a reloaded model in service from the next frame on, and says so
@@ -678,6 +699,7 @@ impl BaseTransformImpl for FunadScore {
         &self,
         buffer: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let started = Instant::now();
         if buffer.flags().contains(gst::BufferFlags::GAP) {
             gst::debug!(
                 CAT,
@@ -710,12 +732,13 @@ impl BaseTransformImpl for FunadScore {
 
         let Some(detector) = detector else {
             gst::log!(CAT, imp = self, "Frame {sequence} passes through unscored");
-            self.publish(
+            return self.publish(
                 buffer,
-                &FunadResult::not_scored(sequence),
+                FunadResult::not_scored(sequence),
+                &info,
+                started,
                 settings.post_messages,
             );
-            return Ok(gst::FlowSuccess::Ok);
         };
 
         let threshold = Self::effective_threshold(&settings, &detector);
@@ -756,8 +779,7 @@ impl BaseTransformImpl for FunadScore {
             result.threshold,
             result.verdict
         );
-        self.publish(buffer, &result, settings.post_messages);
-        Ok(gst::FlowSuccess::Ok)
+        self.publish(buffer, result, &info, started, settings.post_messages)
     }
 }
 
@@ -776,6 +798,7 @@ fn scoring_result(scoring: &Scoring, sequence: u64) -> FunadResult {
         map_width: grid_width as u32,
         map_height: grid_height as u32,
         map,
+        ..FunadResult::not_scored(sequence)
     }
 }
 

@@ -29,6 +29,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod finish;
 mod imp;
 mod overlay;
 pub(crate) mod pixels;

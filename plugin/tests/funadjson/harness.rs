@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::common::{self, frame, harness, load, model, mtd_images, scorer, spread};
 use crate::lines::{
-    as_f32, assert_ndjson_caps, assert_valid, check_scored, map_values, parse_buffer, schema_errors,
+    as_f32, assert_ndjson_caps, assert_valid, check_matches_result, check_scored, map_values,
+    parse_buffer, schema_errors,
 };
 
 /// Creates a `funadjson` element with the given properties.
@@ -84,8 +85,9 @@ fn scored_frames_give_valid_lines() {
             Some(duration),
             "output duration of frame {i}"
         );
-        assert_eq!(line["schema_version"], 1);
+        assert_eq!(line["schema_version"], 2);
         assert_eq!(line["sequence"], i as u64);
+        assert_eq!(line["frame_sequence"], i as u64);
         assert_eq!(line["pts_ns"], pts.nseconds());
         assert_eq!(line["duration_ns"], duration.nseconds());
         check_scored(&line);
@@ -124,6 +126,7 @@ fn include_map_copies_meta_map() {
         let (_, line) = push_line(&mut h, scored, &info);
 
         check_scored(&line);
+        check_matches_result(&line, &meta);
         let map = map_values(&line);
         assert_eq!(map.len(), (meta.map_width * meta.map_height) as usize);
         assert_eq!(map, meta.map, "map values of {}", path.display());
@@ -156,6 +159,12 @@ fn frame_without_meta_is_not_scored() {
     assert_eq!(line["map_width"], 0);
     assert_eq!(line["map_height"], 0);
     assert_eq!(line["map"], Value::Array(Vec::new()));
+    assert_eq!(line["frame_sequence"], Value::Null);
+    assert_eq!(line["processing_time_ns"], Value::Null);
+    assert_eq!(line["frame_width"], Value::Null);
+    assert_eq!(line["frame_height"], Value::Null);
+    assert_eq!(line["regions"], Value::Array(Vec::new()));
+    assert_eq!(line["regions_dropped"], 0);
 }
 
 #[test]
@@ -186,10 +195,15 @@ fn scorer_without_model_gives_no_model() {
     let mut h = gst_check::Harness::with_element(&json, Some("sink"), Some("src"));
     let (buffer, info) = timed_frame(&mtd_images("test/good")[2], None, None);
     let scored = score(&mut scorer, buffer, &info);
+    let meta = scored.meta::<FunadMeta>().expect("meta").result();
     let (_, line) = push_line(&mut h, scored, &info);
 
     assert_eq!(line["verdict"], "no-model");
     assert_eq!(line["reason"], "no model loaded");
+    assert_eq!(line["result_id"], meta.result_id.hyphenated().to_string());
+    assert_eq!(line["frame_sequence"], 0);
+    assert_eq!(line["frame_width"], info.width());
+    assert_eq!(line["regions"], Value::Array(Vec::new()));
     assert_eq!(line["score"], Value::Null);
     assert_eq!(line["model_id"], Value::Null);
     assert_eq!(line["pts_ns"], Value::Null);
@@ -393,6 +407,27 @@ fn schema_rejects_inconsistent_lines() {
                 l["result_id"] = "frame-1".into()
             }),
             ("negative sequence", |l| l["sequence"] = (-1).into()),
+            ("null frame size", |l| l["frame_width"] = Value::Null),
+            ("missing regions", |l| {
+                l.as_object_mut().unwrap().remove("regions");
+            }),
+            ("region without peak", |l| {
+                l["regions"] = serde_json::json!([{"x": 0, "y": 0, "width": 1, "height": 1,
+                    "patch_count": 1}])
+            }),
+            ("empty region box", |l| {
+                l["regions"] = serde_json::json!([{"x": 0, "y": 0, "width": 0, "height": 1,
+                    "peak_score": 0.99, "patch_count": 1}])
+            }),
+            ("NG without regions", |l| {
+                l["verdict"] = "NG".into();
+                l["regions"] = serde_json::json!([]);
+            }),
+            ("OK with a region", |l| {
+                l["verdict"] = "OK".into();
+                l["regions"] = serde_json::json!([{"x": 0, "y": 0, "width": 1, "height": 1,
+                    "peak_score": 0.99, "patch_count": 1}]);
+            }),
         ],
     );
 }

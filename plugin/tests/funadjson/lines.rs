@@ -76,8 +76,43 @@ pub fn map_values(line: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// Checks that a line carries the result of `result`, as the meta or the
+/// message of the same frame holds it.
+pub fn check_matches_result(line: &Value, result: &gstfunad::FunadResult) {
+    assert_eq!(line["result_id"], result.result_id.hyphenated().to_string());
+    assert_eq!(line["frame_sequence"], result.sequence);
+    let created = time::OffsetDateTime::parse(
+        line["created_utc"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("created_utc is RFC 3339");
+    assert_eq!(
+        created.unix_timestamp_nanos(),
+        result.creation_time_ns as i128,
+        "created_utc {} against creation time {} ns",
+        line["created_utc"],
+        result.creation_time_ns
+    );
+    assert_eq!(line["processing_time_ns"], result.processing_time_ns);
+    assert_eq!(line["frame_width"], result.frame_width);
+    assert_eq!(line["frame_height"], result.frame_height);
+    assert_eq!(line["score"].as_f64().map(|v| v as f32), Some(result.score));
+    assert_eq!(line["verdict"], result.verdict.as_str());
+    let regions = line["regions"].as_array().expect("regions array");
+    assert_eq!(regions.len(), result.regions.len(), "regions in {line}");
+    for (json, region) in regions.iter().zip(&result.regions) {
+        assert_eq!(json["x"], region.x);
+        assert_eq!(json["y"], region.y);
+        assert_eq!(json["width"], region.width);
+        assert_eq!(json["height"], region.height);
+        assert_eq!(as_f32(&json["peak_score"]), region.peak_score);
+        assert_eq!(json["patch_count"], region.patch_count);
+    }
+    assert_eq!(line["regions_dropped"], result.regions_dropped);
+}
+
 /// Checks the fields of a scored line against the test model: verdict from
-/// score and threshold, model id and version, map size.
+/// score and threshold, model id and version, map size, regions only for NG.
 pub fn check_scored(line: &Value) {
     let model = common::model();
     let score = as_f32(&line["score"]);
@@ -93,6 +128,25 @@ pub fn check_scored(line: &Value) {
     assert_eq!(line["map_width"], model.meta.grid);
     assert_eq!(line["map_height"], model.meta.grid);
     assert!(line.get("reason").is_none(), "reason in scored line {line}");
+    let regions = line["regions"].as_array().expect("regions array");
+    assert_eq!(regions.is_empty(), expected == "OK", "regions in {line}");
+    let (width, height) = (
+        line["frame_width"].as_u64().expect("frame_width"),
+        line["frame_height"].as_u64().expect("frame_height"),
+    );
+    for region in regions {
+        let right = region["x"].as_u64().unwrap() + region["width"].as_u64().unwrap();
+        let bottom = region["y"].as_u64().unwrap() + region["height"].as_u64().unwrap();
+        assert!(right <= width, "{region} leaves a frame {width} wide");
+        assert!(bottom <= height, "{region} leaves a frame {height} high");
+        assert!(
+            as_f32(&region["peak_score"]) > threshold,
+            "{region} at or below {threshold}"
+        );
+    }
+    if let Some(first) = regions.first() {
+        assert_eq!(as_f32(&first["peak_score"]), score, "strongest region peak");
+    }
 }
 
 /// Checks that `caps` are exactly `application/x-ndjson`, without fields.

@@ -8,5 +8,6 @@ mod common;
 
 mod harness;
 mod lines;
+mod modbus;
 mod pipeline;
 mod scripts;

@@ -7,7 +7,9 @@ use gst::prelude::*;
 use serde_json::Value;
 
 use crate::common::{self, gst_tool, model, mtd_images, spread};
-use crate::lines::{as_f32, assert_ndjson_caps, check_scored, map_values, parse_buffer};
+use crate::lines::{
+    as_f32, assert_ndjson_caps, check_matches_result, check_scored, map_values, parse_buffer,
+};
 
 /// Creates a folder of links `000.jpg`, `001.jpg`, … to MTD images of
 /// different sizes, half good and half defective, for multifilesrc.
@@ -119,6 +121,7 @@ fn pipeline_writes_one_line_per_frame() {
         // The line carries what funadscore computed for the same frame.
         let (result, _) = gstfunad::message::parse_result_structure(message).unwrap();
         assert_eq!(result.sequence, i as u64);
+        check_matches_result(line, &result);
         assert_eq!(as_f32(&line["score"]), result.score, "score of line {i}");
         assert_eq!(line["verdict"], result.verdict.as_str());
         let map = map_values(line);

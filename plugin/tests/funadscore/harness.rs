@@ -61,7 +61,61 @@ fn check_scored_meta(meta: &FunadMeta, sequence: u64) -> FunadResult {
         "score {} is not the map maximum {max}",
         result.score
     );
+    check_regions(&result);
+    assert_eq!(
+        result.result_id.get_version_num(),
+        4,
+        "result id {}",
+        result.result_id
+    );
+    assert!(result.creation_time_ns > 0, "creation time unset");
+    assert!(result.processing_time_ns > 0, "processing time unset");
     result
+}
+
+/// Checks the regions of a scored result: present exactly for NG, inside the
+/// frame, above the threshold, and the strongest one at the image score.
+pub fn check_regions(result: &FunadResult) {
+    assert!(result.frame_width > 0 && result.frame_height > 0);
+    assert_eq!(
+        result.regions.is_empty(),
+        result.verdict == FunadVerdict::Ok,
+        "{} regions with verdict {}",
+        result.regions.len(),
+        result.verdict
+    );
+    for region in &result.regions {
+        assert!(region.width >= 1 && region.height >= 1, "{region:?}");
+        assert!(
+            region.x + region.width <= result.frame_width,
+            "{region:?} leaves a frame {} wide",
+            result.frame_width
+        );
+        assert!(
+            region.y + region.height <= result.frame_height,
+            "{region:?} leaves a frame {} high",
+            result.frame_height
+        );
+        assert!(
+            region.peak_score > result.threshold,
+            "{region:?} peaks at or below threshold {}",
+            result.threshold
+        );
+        assert!(region.patch_count >= 1, "{region:?}");
+    }
+    if let Some(first) = result.regions.first() {
+        assert_eq!(first.peak_score, result.score, "strongest region peak");
+    }
+    let patches: u32 = result.regions.iter().map(|r| r.patch_count).sum();
+    let above = result.map.iter().filter(|&&v| v > result.threshold).count() as u32;
+    if result.regions_dropped == 0 {
+        assert_eq!(
+            patches, above,
+            "regions cover every patch above the threshold"
+        );
+    } else {
+        assert!(patches < above, "dropped regions held patches too");
+    }
 }
 
 #[test]
@@ -73,7 +127,11 @@ fn gray8_native_size_gets_meta() {
         let (buffer, info) = frame(&load(path), VideoFormat::Gray8, None);
         let out = push(&mut h, buffer, &info);
         let meta = out.meta::<FunadMeta>().expect("meta on every buffer");
-        check_scored_meta(&meta, sequence as u64);
+        let result = check_scored_meta(&meta, sequence as u64);
+        assert_eq!(
+            (result.frame_width, result.frame_height),
+            (info.width(), info.height())
+        );
     }
 }
 
@@ -412,6 +470,26 @@ fn message_matches_meta() {
     assert_eq!(s.get::<u32>("map-height").unwrap(), meta.map_height);
     let map = s.get::<gst::Buffer>("map").unwrap();
     assert_eq!(map.size(), 4 * meta.map.len());
+    assert_eq!(
+        s.get::<&str>("result-id").unwrap(),
+        meta.result_id.hyphenated().to_string()
+    );
+    assert_eq!(
+        s.get::<u64>("creation-time").unwrap(),
+        meta.creation_time_ns
+    );
+    assert_eq!(
+        s.get::<u64>("processing-time").unwrap(),
+        meta.processing_time_ns
+    );
+    assert_eq!(s.get::<u32>("frame-width").unwrap(), info.width());
+    assert_eq!(s.get::<u32>("frame-height").unwrap(), info.height());
+    let regions = s.get::<gst::Array>("regions").unwrap();
+    assert_eq!(regions.len(), meta.regions.len());
+    assert_eq!(
+        s.get::<u32>("regions-dropped").unwrap(),
+        meta.regions_dropped
+    );
 
     let (parsed, timing) = gstfunad::message::parse_result_structure(s).unwrap();
     assert_eq!(parsed, meta);
@@ -462,8 +540,21 @@ fn no_model_passes_frames_unscored() {
             before,
             "{format:?} frame changed without a model"
         );
-        let meta = out.meta::<FunadMeta>().expect("meta without a model");
-        assert_eq!(meta.result(), FunadResult::not_scored(sequence as u64));
+        let meta = out
+            .meta::<FunadMeta>()
+            .expect("meta without a model")
+            .result();
+        let expected = FunadResult {
+            result_id: meta.result_id,
+            creation_time_ns: meta.creation_time_ns,
+            processing_time_ns: meta.processing_time_ns,
+            frame_width: info.width(),
+            frame_height: info.height(),
+            ..FunadResult::not_scored(sequence as u64)
+        };
+        assert_eq!(meta, expected);
+        assert_eq!(meta.result_id.get_version_num(), 4);
+        assert!(meta.creation_time_ns > 0);
     }
     let messages = results(&bus);
     assert_eq!(messages.len(), 2);
@@ -557,4 +648,110 @@ fn short_buffer_is_stream_error() {
     );
     let text = err.error().to_string();
     assert!(text.contains("Failed to score frame 0"), "{text}");
+}
+
+#[test]
+fn regions_follow_threshold() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let image = load(&mtd_images("test/blowhole")[1]);
+    let grid = model().meta.grid as u32;
+
+    // Every patch is above threshold 0: one region covering the whole frame.
+    element.set_property("threshold", 0.0f32);
+    let (buffer, info) = frame(&image, VideoFormat::Gray8, None);
+    let all = push(&mut h, buffer, &info)
+        .meta::<FunadMeta>()
+        .unwrap()
+        .result();
+    assert_eq!(
+        all.regions.len(),
+        1,
+        "regions at threshold 0: {:?}",
+        all.regions
+    );
+    let region = all.regions[0];
+    assert_eq!(
+        (region.x, region.y, region.width, region.height),
+        (0, 0, info.width(), info.height())
+    );
+    assert_eq!(region.patch_count, grid * grid);
+    assert_eq!(region.peak_score, all.score);
+
+    // No patch is above threshold 1.
+    element.set_property("threshold", 1.0f32);
+    let (buffer, info) = frame(&image, VideoFormat::Gray8, None);
+    let none = push(&mut h, buffer, &info)
+        .meta::<FunadMeta>()
+        .unwrap()
+        .result();
+    assert!(
+        none.regions.is_empty(),
+        "regions at threshold 1: {:?}",
+        none.regions
+    );
+    assert_eq!(none.regions_dropped, 0);
+
+    // Between the lowest and highest patch score some patches are above and
+    // some below, so the regions are proper parts of the frame.
+    let (low, high) = all
+        .map
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    element.set_property("threshold", 0.5 * (low + high));
+    let (buffer, info) = frame(&image, VideoFormat::Gray8, Some((500, 300)));
+    let some = push(&mut h, buffer, &info)
+        .meta::<FunadMeta>()
+        .unwrap()
+        .result();
+    assert_eq!((some.frame_width, some.frame_height), (500, 300));
+    check_regions(&some);
+    assert!(
+        !some.regions.is_empty(),
+        "no region at threshold {}",
+        some.threshold
+    );
+    let area: u32 = some.regions.iter().map(|r| r.width * r.height).sum();
+    assert!(
+        area < 500 * 300,
+        "regions cover the whole frame at a middle threshold"
+    );
+}
+
+#[test]
+fn result_ids_and_times_per_frame() {
+    let element = scorer(&[]);
+    let (mut h, _bus) = harness(&element);
+    let mut ids = std::collections::HashSet::new();
+    let mut previous_creation = 0;
+    for path in spread(&mtd_images("test/good"), 3) {
+        let (buffer, info) = frame(&load(&path), VideoFormat::Gray8, None);
+        let before = std::time::SystemTime::now();
+        let pushed = std::time::Instant::now();
+        let out = push(&mut h, buffer, &info);
+        let elapsed = pushed.elapsed().as_nanos() as u64;
+        let after = std::time::SystemTime::now();
+        let result = out.meta::<FunadMeta>().unwrap().result();
+
+        assert!(
+            ids.insert(result.result_id),
+            "result id {} repeats",
+            result.result_id
+        );
+        let unix_ns = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        };
+        assert!(
+            (unix_ns(before)..=unix_ns(after)).contains(&result.creation_time_ns),
+            "creation time {} outside the push",
+            result.creation_time_ns
+        );
+        assert!(result.creation_time_ns > previous_creation);
+        previous_creation = result.creation_time_ns;
+        assert!(
+            result.processing_time_ns > 0 && result.processing_time_ns <= elapsed,
+            "processing time {} ns, push took {elapsed} ns",
+            result.processing_time_ns
+        );
+    }
 }

@@ -6,3 +6,4 @@ mod errors;
 mod harness;
 mod meta;
 mod pipeline;
+mod python;

@@ -84,15 +84,14 @@ fn launch_pipeline_posts_one_result_per_frame() {
     let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
 
     // The meta must survive videoconvert and videoscale downstream.
-    let sequences = Arc::new(Mutex::new(Vec::new()));
-    let seen = sequences.clone();
+    let metas: Arc<Mutex<Vec<Option<gstfunad::FunadResult>>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen = metas.clone();
     bin.by_name("sink")
         .unwrap()
         .connect("handoff", false, move |args| {
             let buffer = args[1].get::<gst::Buffer>().unwrap();
-            seen.lock()
-                .unwrap()
-                .push(buffer.meta::<FunadMeta>().map(|m| m.sequence()));
+            let meta = buffer.meta::<FunadMeta>().map(|m| m.result());
+            seen.lock().unwrap().push(meta);
             None
         });
 
@@ -112,12 +111,20 @@ fn launch_pipeline_posts_one_result_per_frame() {
         );
         assert!(["OK", "NG"].contains(&s.get::<&str>("verdict").unwrap()));
     }
-    let expected: Vec<Option<u64>> = (0..FRAMES as u64).map(Some).collect();
-    assert_eq!(
-        *sequences.lock().unwrap(),
-        expected,
-        "meta after videoconvert and videoscale"
-    );
+    let metas = metas.lock().unwrap();
+    assert_eq!(metas.len(), FRAMES, "buffers at fakesink");
+    for (i, (meta, message)) in metas.iter().zip(&run.results).enumerate() {
+        let meta = meta
+            .as_ref()
+            .unwrap_or_else(|| panic!("no meta on buffer {i} after videoconvert and videoscale"));
+        assert_eq!(meta.sequence, i as u64);
+
+        // videoscale copies the meta unchanged, so the boxes still refer
+        // to the scored frame, whose size the meta keeps.
+        let (original, _) = gstfunad::message::parse_result_structure(message).unwrap();
+        assert_eq!(*meta, original, "meta of frame {i} after videoscale");
+        assert!(original.frame_width > 64, "frames were not scaled down");
+    }
 }
 
 #[test]
