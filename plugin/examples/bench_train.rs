@@ -10,6 +10,10 @@
 //! a long training once 30 frames are stored. The rate counts only frames
 //! scored while that training runs. Rounds alternate the two pipelines, and
 //! the ratio of their median rates is printed.
+//!
+//! A last run lets funadtrain write over the scorer's own model file with a
+//! short training, and prints the gap between the last frame of the old
+//! version and the first of the new one against the median gap between frames.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,6 +159,89 @@ fn run(model: &Path, frames: &[gst::Buffer], train: bool) -> Result<f64> {
     Ok((times.len() - 1) as f64 / span)
 }
 
+/// Largest gap between frames at a model swap, and the median gap, in seconds.
+fn swap_gap(model: &Path, frames: &[gst::Buffer]) -> Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let served = dir.path().join("line.safetensors");
+    std::fs::copy(model, &served)?;
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time block=true max-buffers=4 ! tee name=t \
+         t. ! queue ! funadscore name=score model={served} device=cpu post-messages=false ! \
+         appsink name=out sync=false emit-signals=true \
+         t. ! queue ! funadtrain name=train store-location={store} model={served} device=cpu \
+         min-frames=30 train-every-frames=0 epochs=2 batch-size=8 holdout-every=4 \
+         holdout-frames=10 gate-min-frames=5",
+        served = served.display(),
+        store = dir.path().join("store").display(),
+    ))?
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(
+        &gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, SIDE, SIDE)
+            .fps(gst::Fraction::new(10, 1))
+            .build()?
+            .to_caps()?,
+    ));
+    let trainer = pipeline.by_name("train").unwrap();
+    let seen: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    {
+        let seen = seen.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let version = sample
+                        .buffer()
+                        .and_then(|b| b.meta::<gstfunad::FunadMeta>().map(|m| m.model_version()))
+                        .unwrap_or(0);
+                    seen.lock().unwrap().push((Instant::now(), version));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    pipeline.set_state(gst::State::Playing)?;
+    let mut asked = false;
+    for (i, buffer) in frames.iter().enumerate() {
+        src.push_buffer(buffer.clone())?;
+        if !asked && i >= 40 {
+            asked = trainer.emit_by_name::<bool>("train", &[]);
+        }
+    }
+    src.end_of_stream()?;
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null)?;
+    let seen = seen.lock().unwrap();
+    let first_version = seen.first().map_or(0, |s| s.1);
+    let Some(at) = seen.iter().position(|s| s.1 != first_version) else {
+        bail!("no model swap happened during the run; use more frames");
+    };
+    let mut gaps: Vec<f64> = seen
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].0).as_secs_f64())
+        .collect();
+    let at_swap = gaps[at - 1];
+    gaps.sort_by(f64::total_cmp);
+    Ok((at_swap, gaps[gaps.len() / 2]))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -183,6 +270,14 @@ fn main() -> Result<()> {
     println!(
         "median: alone {a:.2} frames/s, while training {b:.2} frames/s, ratio {:.3}",
         b / a
+    );
+    let (gap, typical) = swap_gap(&model, &frames)?;
+    println!(
+        "model swap: {:.0} ms between the last frame of the old version and the first of \
+         the new one, median gap {:.0} ms, ratio {:.2}",
+        1000.0 * gap,
+        1000.0 * typical,
+        gap / typical
     );
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::support::{fresh_dir, rgb_buffer, rgb_caps, wait_for, Seen};
 pub fn trainer_pipeline(props: &str) -> (gst::Pipeline, gst_app::AppSrc, gst::Element) {
     common::init();
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time ! funadtrain name=train device=cpu {props}"
+        "appsrc name=src format=time ! funadtrain name=train device=cpu queue-frames=256 {props}"
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -61,6 +61,28 @@ pub fn wait_stored(train: &gst::Element, stored: u32, held: u32) {
         train.property::<u32>("stored-frames"),
         train.property::<u32>("held-out-frames")
     );
+}
+
+/// Sends EOS and waits until it reaches the sink.
+pub fn play_to_eos(pipeline: &gst::Pipeline, src: &gst_app::AppSrc) {
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS within 120 s");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+}
+
+/// Frames in a store folder.
+fn store_len(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count()
 }
 
 /// Sets PAUSED, expects failure and returns the error text.
@@ -141,7 +163,7 @@ fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
     let dir = fresh_dir("element-store");
     let props = format!(
         "store-location={} model={} backbone={} min-frames=1000 max-frames=30 holdout-every=5 \
-         holdout-frames=4 gate-min-frames=4",
+         holdout-frames=4 gate-min-frames=4 queue-frames=128",
         dir.join("store").display(),
         dir.join("m.safetensors").display(),
         common::backbone_path().display()
@@ -150,6 +172,7 @@ fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
     let (pipeline, src, train) = trainer_pipeline(&props);
     pipeline.set_state(gst::State::Playing).unwrap();
     push_frames(&src, 25, 0);
+    play_to_eos(&pipeline, &src);
     wait_stored(&train, 20, 4);
     assert_eq!(train.property::<u32>("stored-frames"), 20);
     assert_eq!(train.property::<u64>("dropped-frames"), 0);
@@ -160,11 +183,10 @@ fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
     pipeline.set_state(gst::State::Playing).unwrap();
     assert_eq!(train.property::<u32>("stored-frames"), 20);
     push_frames(&src, 50, 100);
-    wait_stored(&train, 30, 4);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(train.property::<u32>("stored-frames"), 30);
-    assert_eq!(train.property::<u32>("held-out-frames"), 4);
+    play_to_eos(&pipeline, &src);
+    // Stopping stores every frame still queued for the writer.
     pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(train.property::<u64>("dropped-frames"), 0);
 
     let store = FrameStore::open(
         &dir.join("store"),
@@ -177,6 +199,7 @@ fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
     )
     .unwrap();
     assert_eq!(store.len(), 30);
+    assert_eq!(store_len(&dir.join("store/holdout")), 4);
     // 20 + 40 frames offered to the training store over both runs.
     assert_eq!(store.seen(), 60);
     for path in store.paths() {
