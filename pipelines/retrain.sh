@@ -53,7 +53,7 @@ while IFS= read -r -d '' file; do
     [[ $ext == jpeg ]] && ext=jpg
     ln -s "$(realpath "$file")" "$frames/$(printf '%05d' "$count").$ext"
     count=$((count + 1))
-done < <(find "$images" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) -print0 | sort -z)
+done < <(find -L "$images" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) -print0 | sort -z)
 if [[ $count -lt 10 ]]; then
     echo "error: $images contains $count JPEG or PNG images, but at least 10 are needed" >&2
     exit 1
@@ -92,6 +92,6 @@ grep -o "funad-result, .*model-version=(guint64)[0-9]*" "$log" |
     awk '{ printf "  version %s: %s frames\n", $2, $1 }'
 echo "Training results:"
 grep -o "funad-train-result, .*" "$log" |
-    sed -E 's/.*version=\(guint64\)([0-9]+), accepted=\(boolean\)([a-z]+).*reason=\(string\)"?([^";]*)"?.*/  version \1 accepted=\2: \3/' || true
+    sed -E 's/.*version=\(guint64\)([0-9]+), accepted=\(boolean\)([a-z]+).*reason=\(string\)"?([^";]*)"?.*/  version \1 accepted=\2: \3/' | sed 's/\\//g' || true
 echo "Kept versions:"
 ls "$out" | grep -E '^line\.v[0-9]+' | sed 's/^/  /' || true

@@ -324,6 +324,29 @@ pub fn trainer_loop(shared: Arc<Shared>) {
             }
             continue;
         }
+        // A scheduled training waits for enough held-out frames, because the
+        // gate would reject its model; an explicit request runs regardless.
+        let held_out = shared.holdout.lock().unwrap().len();
+        if trigger != Trigger::Signal && held_out < cfg.gate.min_frames {
+            if let Some(element) = &element {
+                gst::info!(
+                    CAT,
+                    obj = element,
+                    "Not training on {} trigger yet: {held_out} held-out frames, the gate \
+                     needs gate-min-frames {}",
+                    trigger.as_str(),
+                    cfg.gate.min_frames
+                );
+            }
+            // Retry once more frames arrive.
+            if trigger == Trigger::Frames {
+                shared
+                    .counters
+                    .since_training
+                    .store(cfg.train_every_frames.saturating_sub(1), Ordering::SeqCst);
+            }
+            continue;
+        }
         drop(element);
         shared.training.store(true, Ordering::SeqCst);
         shared.counters.since_training.store(0, Ordering::SeqCst);
