@@ -7,8 +7,9 @@
 //!
 //! Both pipelines are `appsrc ! tee ! queue ! funadscore ! appsink`; the
 //! training one adds `tee. ! queue ! funadtrain`, whose `train` signal starts
-//! a long training once 30 frames are stored. The rate counts only frames
-//! scored while that training runs. Rounds alternate the two pipelines, and
+//! a long training once 30 frames are stored, at the element's default nice
+//! value 10 and, for comparison, at 0. The rate counts only frames scored
+//! while that training runs. Rounds alternate the two pipelines, and
 //! the ratio of their median rates is printed.
 //!
 //! A last run lets funadtrain write over the scorer's own model file with a
@@ -57,13 +58,13 @@ fn frames(dir: &Path, count: usize) -> Result<Vec<gst::Buffer>> {
 }
 
 /// Scoring rate in frames/s; with `train`, over the frames scored while a training ran.
-fn run(model: &Path, frames: &[gst::Buffer], train: bool) -> Result<f64> {
+fn run(model: &Path, frames: &[gst::Buffer], train: Option<i32>) -> Result<f64> {
     let store = tempfile::tempdir()?;
-    let branch = if train {
+    let branch = if let Some(nice) = train {
         format!(
             "t. ! queue ! funadtrain name=train store-location={} model={}/new.safetensors \
              backbone={} device=cpu min-frames=30 train-every-frames=0 epochs=1000 batch-size=8 \
-             holdout-every=4 holdout-frames=10 gate-min-frames=5",
+             holdout-every=4 holdout-frames=10 gate-min-frames=5 nice={nice}",
             store.path().display(),
             store.path().display(),
             funad::Detector::read_meta(model)?.backbone_path.display()
@@ -91,7 +92,7 @@ fn run(model: &Path, frames: &[gst::Buffer], train: bool) -> Result<f64> {
             .to_caps()?,
     ));
     let trainer = pipeline.by_name("train");
-    let training = Arc::new(AtomicBool::new(!train));
+    let training = Arc::new(AtomicBool::new(train.is_none()));
     let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let sink = pipeline
         .by_name("out")
@@ -169,7 +170,7 @@ fn swap_gap(model: &Path, frames: &[gst::Buffer]) -> Result<(f64, f64)> {
          t. ! queue ! funadscore name=score model={served} device=cpu post-messages=false ! \
          appsink name=out sync=false emit-signals=true \
          t. ! queue ! funadtrain name=train store-location={store} model={served} device=cpu \
-         min-frames=30 train-every-frames=0 epochs=2 batch-size=8 holdout-every=4 \
+         min-frames=30 train-every-frames=0 epochs=2 batch-size=8 holdout-every=4 nice=0 \
          holdout-frames=10 gate-min-frames=5",
         served = served.display(),
         store = dir.path().join("store").display(),
@@ -258,20 +259,37 @@ fn main() -> Result<()> {
     gst::init()?;
     gstfunad::plugin_register_static()?;
     let frames = frames(Path::new(&args[2]), count)?;
-    let (mut plain, mut with) = (Vec::new(), Vec::new());
+    let (mut plain, mut low, mut normal) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let a = run(&model, &frames, false)?;
-        let b = run(&model, &frames, true)?;
-        println!("round {round}: scoring alone {a:.2} frames/s, while training {b:.2} frames/s");
+        let a = run(&model, &frames, None)?;
+        let b = run(&model, &frames, Some(10))?;
+        let c = run(&model, &frames, Some(0))?;
+        println!(
+            "round {round}: scoring alone {a:.2} frames/s, while training at nice 10 {b:.2}, \
+             at nice 0 {c:.2}"
+        );
         plain.push(a);
-        with.push(b);
+        low.push(b);
+        normal.push(c);
     }
-    let (a, b) = (median(plain), median(with));
+    let (a, b, c) = (median(plain), median(low), median(normal));
     println!(
-        "median: alone {a:.2} frames/s, while training {b:.2} frames/s, ratio {:.3}",
-        b / a
+        "median: alone {a:.2} frames/s; while training at nice 10 {b:.2} (ratio {:.3}), \
+         at nice 0 {c:.2} (ratio {:.3})",
+        b / a,
+        c / a
     );
-    let (gap, typical) = swap_gap(&model, &frames)?;
+    // The swap run needs time for a whole training: play the frames three times.
+    let long: Vec<gst::Buffer> = (0..3 * frames.len())
+        .map(|i| {
+            let mut b = frames[i % frames.len()].copy();
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * i as u64));
+            b
+        })
+        .collect();
+    let (gap, typical) = swap_gap(&model, &long)?;
     println!(
         "model swap: {:.0} ms between the last frame of the old version and the first of \
          the new one, median gap {:.0} ms, ratio {:.2}",

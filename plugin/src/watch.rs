@@ -2,7 +2,7 @@
 //!
 //! `funadtrain` calls [`notify_model_written`] after it puts a model into
 //! service, which wakes every `funadscore` of the process at once. A scorer
-//! in another process sees the new file at its next check of the file's
+//! in another process notices the new file at its next check of the file's
 //! [`FileStamp`], by default once a second.
 
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +35,7 @@ pub fn wait_for_write(seen: u64, timeout: Duration) -> u64 {
     *guard
 }
 
-/// What identifies one version of a file: an atomic rename gives a new inode,
+/// Identity of one version of a file: an atomic rename gives a new inode,
 /// an in-place rewrite a new modification time or size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
@@ -45,7 +45,7 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    /// The stamp of `path`; `None` when it cannot be read.
+    /// Returns the stamp of `path`, or `None` when it cannot be read.
     pub fn of(path: &Path) -> Option<Self> {
         let m = std::fs::metadata(path).ok()?;
         Some(FileStamp {

@@ -30,7 +30,7 @@ impl Default for GateConfig {
     }
 }
 
-/// How one model scores the held-out frames.
+/// Summary of one model's scores on the held-out frames.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScoreSummary {
     pub frames: usize,
@@ -80,7 +80,7 @@ impl ScoreSummary {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GateReport {
     pub accepted: bool,
-    /// Why the model was accepted or rejected, in one sentence.
+    /// Reason for the decision, in one sentence.
     pub reason: String,
     pub candidate: ScoreSummary,
     /// The model in service; `None` at cold start.
@@ -168,29 +168,42 @@ mod tests {
         assert!(r.reason.contains("5.0% of 40"), "{}", r.reason);
     }
 
+    fn rejected(r: &GateReport, needle: &str) {
+        assert!(!r.accepted, "{}", r.reason);
+        assert!(r.reason.contains(needle), "{}", r.reason);
+    }
+
     #[test]
-    fn rejects_too_few_frames_flat_scores_and_high_ng_shares() {
-        let cfg = GateConfig::default();
-        let r = evaluate(&cfg, &scores(0, 5), 0.95, None);
-        assert!(!r.accepted && r.reason.contains("only 5"), "{}", r.reason);
-
-        let r = evaluate(&cfg, &[0.5; 20], 0.95, None);
-        assert!(
-            !r.accepted && r.reason.contains("does not discriminate"),
-            "{}",
-            r.reason
+    fn rejects_too_few_frames() {
+        rejected(
+            &evaluate(&GateConfig::default(), &scores(0, 5), 0.95, None),
+            "only 5",
         );
+    }
 
-        let r = evaluate(&cfg, &scores(16, 24), 0.95, None);
-        assert!(!r.accepted && r.reason.contains("40.0%"), "{}", r.reason);
+    #[test]
+    fn rejects_flat_scores() {
+        rejected(
+            &evaluate(&GateConfig::default(), &[0.5; 20], 0.95, None),
+            "does not discriminate",
+        );
+    }
 
+    #[test]
+    fn rejects_high_ng_share() {
+        rejected(
+            &evaluate(&GateConfig::default(), &scores(16, 24), 0.95, None),
+            "40.0%",
+        );
+    }
+
+    #[test]
+    fn rejects_non_finite_scores() {
         let mut nan = scores(0, 20);
         nan[3] = f32::NAN;
-        let r = evaluate(&cfg, &nan, 0.95, None);
-        assert!(
-            !r.accepted && r.reason.contains("non-finite"),
-            "{}",
-            r.reason
+        rejected(
+            &evaluate(&GateConfig::default(), &nan, 0.95, None),
+            "non-finite",
         );
     }
 
@@ -200,7 +213,7 @@ mod tests {
         let current = scores(0, 40);
         // 20% NG is under the absolute limit but 20 points above the current model.
         let r = evaluate(&cfg, &scores(8, 32), 0.95, Some((&current, 0.95)));
-        assert!(!r.accepted && r.reason.contains("rise"), "{}", r.reason);
+        rejected(&r, "rise");
         assert_eq!(r.current.as_ref().unwrap().ng_share, 0.0);
 
         let current = scores(6, 34);

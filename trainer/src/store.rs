@@ -32,7 +32,7 @@ const FRAME_EXT: &str = "png";
 /// Offers between two writes of `store.json`.
 const STATE_EVERY: u64 = 16;
 
-/// Which frames a full store keeps.
+/// Eviction policy of a full store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Policy {
     /// A uniform random sample of all frames offered so far.
@@ -93,7 +93,7 @@ impl Frame {
     }
 }
 
-/// What [`FrameStore::offer`] did with a frame.
+/// Outcome of [`FrameStore::offer`] for one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Offered {
     /// Stored under `id`; `evicted` frames were deleted to make room.
@@ -241,7 +241,7 @@ impl FrameStore {
         self.state.seen
     }
 
-    /// What [`FrameStore::open`] repaired.
+    /// Returns what [`FrameStore::open`] repaired.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }

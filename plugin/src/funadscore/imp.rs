@@ -244,8 +244,8 @@ impl FunadScore {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Puts a reloaded model in service from the next frame on, and says so
-    /// on the bus and in the log. A frame being scored keeps the model it started with.
+    /// Puts a reloaded model in service from the next frame on, and reports
+    /// the change on the bus and in the log. A frame being scored keeps the model it started with.
     fn swap_model(&self, new: Arc<Detector>) {
         let (old_version, sequence) = {
             let mut state = self.state.lock().unwrap();
@@ -802,7 +802,7 @@ fn scoring_result(scoring: &Scoring, sequence: u64) -> FunadResult {
     }
 }
 
-/// Why a model could not be loaded.
+/// Failure to load a model, with its error kind.
 struct LoadError {
     kind: gst::ResourceError,
     text: String,

@@ -122,7 +122,7 @@ impl FunadTrain {
     }
 
     /// The `train` action signal: starts a training now when none runs and
-    /// the store holds enough frames.
+    /// the store contains enough frames.
     fn request_training(&self) -> bool {
         let Some(shared) = self.shared() else {
             gst::warning!(CAT, imp = self, "train: the element is not started");

@@ -1,10 +1,10 @@
 //! # funadtrain
 //!
 //! A sink that learns from the live stream. Placed on a `tee` branch beside
-//! `funadscore`, it keeps a bounded store of unlabeled frames on disk,
-//! retrains a FUN-AD model on them in the background on a schedule, checks
+//! `funadscore`, it keeps a bounded store of unlabeled frames on disk and
+//! retrains a FUN-AD model on them in the background on a schedule. It checks
 //! the new model against the one in service on recent frames held out of its
-//! training, and puts it into service by replacing the model file atomically.
+//! training, then puts it into service by replacing the model file atomically.
 //! Every `funadscore` that loads that file switches to the new version
 //! between two frames: at once in the same process, and at its next check of
 //! the file (`model-check-interval`) in another process.

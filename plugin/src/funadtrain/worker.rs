@@ -36,7 +36,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Images per forward pass when the gate scores held-out frames.
 const GATE_BATCH: usize = 8;
 
-/// What started a training.
+/// Cause of a training run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
     Frames,

@@ -159,7 +159,7 @@ fn settings_errors_name_the_property_and_the_fix() {
 }
 
 #[test]
-fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
+fn store_survives_restart_within_bounds() {
     let dir = fresh_dir("element-store");
     let props = format!(
         "store-location={} model={} backbone={} min-frames=1000 max-frames=30 holdout-every=5 \
@@ -214,7 +214,7 @@ fn stored_frames_survive_a_restart_and_the_reservoir_stays_bounded() {
 }
 
 #[test]
-fn gate_rejects_a_model_it_cannot_judge_and_keeps_it_aside() {
+fn gate_rejects_unjudgeable_model() {
     let dir = fresh_dir("element-gate");
     let model = dir.join("line.safetensors");
     let (pipeline, src, train) = trainer_pipeline(&format!(
@@ -301,7 +301,7 @@ fn rollback_and_pin_version_choose_the_served_model() {
 }
 
 #[test]
-fn interval_schedule_starts_a_training_by_itself() {
+fn interval_schedule_starts_training() {
     let dir = fresh_dir("element-interval");
     let (pipeline, src, train) = trainer_pipeline(&format!(
         "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 \
@@ -323,6 +323,7 @@ fn interval_schedule_starts_a_training_by_itself() {
         |_| true,
     );
     assert_eq!(result.get::<String>("trigger").unwrap(), "interval");
+
     let phases: Vec<String> = seen
         .messages
         .iter()
@@ -342,6 +343,7 @@ fn interval_schedule_starts_a_training_by_itself() {
         .map(|s| s.get::<f64>("percent").unwrap())
         .collect();
     assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+
     assert_eq!(train.property::<u64>("trainings"), 1);
     pipeline.set_state(gst::State::Null).unwrap();
 }

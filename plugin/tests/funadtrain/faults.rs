@@ -112,7 +112,7 @@ fn wait_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) {
 }
 
 #[test]
-fn killed_during_training_leaves_model_and_store_intact() {
+fn kill_during_training_keeps_model_and_store() {
     let dir = fresh_dir("fault-kill-train");
     let served = serve_test_model(&dir);
     let mut child = launch_trainer(&dir, &served, "epochs=200", &[]);
@@ -131,7 +131,7 @@ fn killed_during_training_leaves_model_and_store_intact() {
 }
 
 #[test]
-fn killed_during_the_model_write_leaves_the_previous_model_serving() {
+fn kill_during_model_write_keeps_model() {
     let dir = fresh_dir("fault-kill-write");
     let served = serve_test_model(&dir);
     let mut child = launch_trainer(
@@ -172,7 +172,7 @@ fn killed_during_the_model_write_leaves_the_previous_model_serving() {
 }
 
 #[test]
-fn full_model_disk_is_reported_and_keeps_the_model() {
+fn full_model_disk_keeps_model() {
     let model_len = std::fs::metadata(&common::model().path).unwrap().len();
     let disk = Tmpfs::mount("fault-full-model", model_len + 256 * 1024);
     let served = serve_test_model(&disk.path);
@@ -216,7 +216,7 @@ fn full_model_disk_is_reported_and_keeps_the_model() {
 }
 
 #[test]
-fn full_store_disk_drops_frames_from_the_store_only() {
+fn full_store_disk_keeps_stream() {
     let disk = Tmpfs::mount("fault-full-store", 700 * 1024);
     let dir = fresh_dir("fault-full-store-model");
     let served = serve_test_model(&dir);
@@ -229,6 +229,7 @@ fn full_store_disk_drops_frames_from_the_store_only() {
     pipeline.set_state(gst::State::Playing).unwrap();
     push_frames(&src, 30, 0);
     src.end_of_stream().unwrap();
+
     let mut seen = Seen::default();
     loop {
         let msg = bus
@@ -252,6 +253,7 @@ fn full_store_disk_drops_frames_from_the_store_only() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+
     let failed = train.property::<u64>("failed-writes");
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(failed > 0, "a 700 KiB store must fail to take 30 frames");
@@ -267,7 +269,7 @@ fn full_store_disk_drops_frames_from_the_store_only() {
 }
 
 #[test]
-fn read_only_folders_are_start_errors() {
+fn read_only_folders_fail_start() {
     common::init();
     let disk = Tmpfs::mount("fault-read-only", 16 << 20);
     let served = serve_test_model(&disk.path);
@@ -305,7 +307,7 @@ fn read_only_folders_are_start_errors() {
 }
 
 #[test]
-fn stopping_cancels_a_training_promptly() {
+fn stop_cancels_training_promptly() {
     let dir = fresh_dir("fault-stop");
     let served = serve_test_model(&dir);
     let (pipeline, src, train) = trainer_pipeline(&format!(
@@ -327,6 +329,7 @@ fn stopping_cancels_a_training_promptly() {
         |s| s.get::<String>("phase").unwrap() == "train",
     );
     assert!(train.property::<bool>("training"));
+
     let started = Instant::now();
     pipeline.set_state(gst::State::Null).unwrap();
     let took = started.elapsed();

@@ -57,7 +57,7 @@ fn wait_for_version(scorer: &gst::Element, version: u64) {
 }
 
 #[test]
-fn trains_twice_on_schedule_and_swaps_versions_mid_stream() {
+fn live_retraining_swaps_versions() {
     common::init();
     let dir = fresh_dir("live");
     let model = dir.join("line.safetensors");

@@ -98,7 +98,7 @@ impl Scorer {
 }
 
 #[test]
-fn replaced_model_file_takes_over_between_two_frames() {
+fn replaced_file_swaps_between_frames() {
     let dir = fresh_dir("reload-replace");
     let model = dir.join("m.safetensors");
     write_version(&model, 3);
@@ -124,7 +124,7 @@ fn replaced_model_file_takes_over_between_two_frames() {
 }
 
 #[test]
-fn broken_replacement_keeps_the_model_in_service() {
+fn broken_replacement_keeps_model() {
     let dir = fresh_dir("reload-broken");
     let model = dir.join("m.safetensors");
     write_version(&model, 5);
@@ -159,7 +159,7 @@ fn broken_replacement_keeps_the_model_in_service() {
 }
 
 #[test]
-fn cold_start_scores_once_the_model_file_appears() {
+fn cold_start_waits_for_file() {
     let dir = fresh_dir("reload-cold");
     let model = dir.join("m.safetensors");
     let mut scorer = Scorer::new(&model, &[("wait-for-model", &true)]);
@@ -172,7 +172,7 @@ fn cold_start_scores_once_the_model_file_appears() {
 }
 
 #[test]
-fn missing_model_without_wait_is_an_error_that_names_the_fix() {
+fn missing_model_error_names_fix() {
     common::init();
     let dir = fresh_dir("reload-missing");
     let element = common::element(&[(

@@ -9,7 +9,7 @@ use crate::common;
 /// Side of the square test frames.
 pub const SIDE: u32 = 224;
 
-/// A `SIDE`×`SIDE` RGB buffer of an image file, with PTS `index` × 100 ms.
+/// Builds a `SIDE`×`SIDE` RGB buffer of an image file, with PTS `index` × 100 ms.
 pub fn rgb_buffer(path: &Path, index: u64) -> gst::Buffer {
     let (mut buffer, _) = common::frame(
         &common::load(path),
@@ -49,7 +49,7 @@ pub fn png_sequence(parent: &Path, name: &str, files: &[PathBuf]) -> PathBuf {
     dir
 }
 
-/// A fresh folder under the scratch folder.
+/// Creates a fresh folder under the scratch folder.
 pub fn fresh_dir(name: &str) -> PathBuf {
     let dir = common::scratch_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -57,7 +57,7 @@ pub fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// What [`wait_for`] saw on the bus besides the message it waited for.
+/// Messages that [`wait_for`] popped besides the one it waited for.
 #[derive(Debug, Default)]
 pub struct Seen {
     pub warnings: Vec<String>,
