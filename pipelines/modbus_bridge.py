@@ -22,6 +22,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -142,6 +143,9 @@ def parse_line(text: str) -> Result:
         value = line.get(name)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise InvalidLine(f"{name} {value!r} is not a number or null")
+        # Python's json module reads NaN and Infinity, which no register can hold.
+        if value is not None and not math.isfinite(value):
+            raise InvalidLine(f"{name} {value!r} is not a finite number")
         return value
 
     regions = line.get("regions", [])
@@ -151,8 +155,9 @@ def parse_line(text: str) -> Result:
         for name in ("x", "y", "width", "height"):
             if not isinstance(region.get(name), int):
                 raise InvalidLine(f"region {name} {region.get(name)!r} is not an integer")
-        if not isinstance(region.get("peak_score"), (int, float)):
-            raise InvalidLine(f"region peak_score {region.get('peak_score')!r} is not a number")
+        peak = region.get("peak_score")
+        if not isinstance(peak, (int, float)) or isinstance(peak, bool) or not math.isfinite(peak):
+            raise InvalidLine(f"region peak_score {peak!r} is not a finite number")
     return Result(
         verdict=verdict,
         sequence=integer("sequence"),

@@ -1,6 +1,6 @@
 //! From unlabeled image files to a trained [`Detector`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,7 +85,8 @@ pub fn synthetic_images(paths: &[PathBuf], ratio: f64, seed: u64) -> Result<Vec<
     Ok(out)
 }
 
-/// Trains a detector on unlabeled images (any sizes, grey or colour).
+/// Trains a detector on unlabeled images (any sizes, grey or colour). An
+/// image that cannot be read is an error.
 pub fn fit(
     vit: Arc<Vit>,
     fcfg: &FeatureConfig,
@@ -93,6 +94,40 @@ pub fn fit(
     paths: &[PathBuf],
     cancel: Option<&AtomicBool>,
     on_event: &mut dyn FnMut(FitEvent),
+) -> Result<Detector> {
+    fit_inner(vit, fcfg, tcfg, paths, cancel, on_event, None)
+}
+
+/// Trains like [`fit`], but leaves out images that cannot be read, after
+/// passing each one's path and error to `on_unreadable`.
+pub fn fit_skipping_unreadable(
+    vit: Arc<Vit>,
+    fcfg: &FeatureConfig,
+    tcfg: &TrainConfig,
+    paths: &[PathBuf],
+    cancel: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(FitEvent),
+    on_unreadable: &mut dyn FnMut(&Path, &anyhow::Error),
+) -> Result<Detector> {
+    fit_inner(
+        vit,
+        fcfg,
+        tcfg,
+        paths,
+        cancel,
+        on_event,
+        Some(on_unreadable),
+    )
+}
+
+fn fit_inner(
+    vit: Arc<Vit>,
+    fcfg: &FeatureConfig,
+    tcfg: &TrainConfig,
+    paths: &[PathBuf],
+    cancel: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(FitEvent),
+    mut on_unreadable: Option<&mut dyn FnMut(&Path, &anyhow::Error)>,
 ) -> Result<Detector> {
     if paths.len() < 2 {
         bail!("training needs at least 2 images, got {}", paths.len());
@@ -104,11 +139,17 @@ pub fn fit(
     let cancelled = || cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     let images = paths
         .iter()
-        .map(|p| {
+        .filter_map(|p| {
             if cancelled() {
-                return Err(train::Cancelled.into());
+                return Some(Err(train::Cancelled.into()));
             }
-            load_image(p)
+            match (load_image(p), on_unreadable.as_mut()) {
+                (Err(err), Some(report)) => {
+                    report(p, &err);
+                    None
+                }
+                (loaded, _) => Some(loaded),
+            }
         })
         .chain(synthetic.into_iter().map(Ok));
     let feats = extract_images(&vit, fcfg, images, total, &mut |done, total| {

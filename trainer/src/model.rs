@@ -216,6 +216,14 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], abort_halfway: bool) -> Result<
         .suffix(".part")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    // tempfile creates the file private (0600); a model or state file is read
+    // by other processes, possibly of other users, like any file written in place.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set the permissions of {}", tmp.path().display()))?;
+    }
     if abort_halfway {
         let _ = tmp.write_all(&bytes[..bytes.len() / 2]);
         let _ = tmp.as_file().sync_all();

@@ -1,13 +1,13 @@
 //! Versioned model files beside the one in service.
 //!
 //! A retraining lineage keeps its models next to the served file
-//! `NAME.safetensors`:
+//! `NAME.EXT` (for example `line.safetensors` or `line.funad`):
 //!
 //! | file | content |
 //! | --- | --- |
-//! | `NAME.safetensors` | the model in service; scorers load this path |
-//! | `NAME.v000007.safetensors` | accepted version 7 |
-//! | `NAME.v000008.rejected.safetensors` | version 8, which the acceptance gate rejected |
+//! | `NAME.EXT` | the model in service; scorers load this path |
+//! | `NAME.v000007.EXT` | accepted version 7 |
+//! | `NAME.v000008.rejected.EXT` | version 8, which the acceptance gate rejected |
 //!
 //! Every file is written atomically (see [`crate::model::write_atomic`]), so
 //! a scorer that reloads the served file sees the old model or the new one.
@@ -34,6 +34,7 @@ pub struct Version {
 pub struct ModelRepo {
     served: PathBuf,
     stem: String,
+    ext: String,
     dir: PathBuf,
     keep: usize,
 }
@@ -49,9 +50,15 @@ impl ModelRepo {
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("model path {} has no file name", served.display()))?;
-        let stem = name
-            .strip_suffix(".safetensors")
-            .with_context(|| format!("model path {} must end in .safetensors", served.display()))?;
+        let (stem, ext) = name
+            .rsplit_once('.')
+            .filter(|(stem, ext)| !stem.is_empty() && !ext.is_empty())
+            .with_context(|| {
+                format!(
+                    "model path {} has no file extension; name it like line.safetensors",
+                    served.display()
+                )
+            })?;
         let dir = match served.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -61,6 +68,7 @@ impl ModelRepo {
         Ok(ModelRepo {
             served: served.to_path_buf(),
             stem: stem.to_string(),
+            ext: ext.to_string(),
             dir,
             keep,
         })
@@ -73,12 +81,12 @@ impl ModelRepo {
     pub fn version_path(&self, version: u64, rejected: bool) -> PathBuf {
         let tag = if rejected { ".rejected" } else { "" };
         self.dir
-            .join(format!("{}.v{version:06}{tag}.safetensors", self.stem))
+            .join(format!("{}.v{version:06}{tag}.{}", self.stem, self.ext))
     }
 
     fn parse(&self, name: &str) -> Option<(u64, bool)> {
         let rest = name.strip_prefix(&self.stem)?.strip_prefix(".v")?;
-        let rest = rest.strip_suffix(".safetensors")?;
+        let rest = rest.strip_suffix(&format!(".{}", self.ext))?;
         let (digits, rejected) = match rest.strip_suffix(".rejected") {
             Some(d) => (d, true),
             None => (rest, false),
@@ -261,8 +269,13 @@ mod tests {
     #[test]
     fn bad_settings_and_missing_versions_are_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ModelRepo::new(&dir.path().join("m.pt"), 2).unwrap_err();
-        assert!(err.to_string().contains(".safetensors"), "{err}");
+        let err = ModelRepo::new(&dir.path().join("model"), 2).unwrap_err();
+        assert!(err.to_string().contains("no file extension"), "{err}");
+        let funad = ModelRepo::new(&dir.path().join("m.funad"), 2).unwrap();
+        assert_eq!(
+            funad.version_path(4, true),
+            dir.path().join("m.v000004.rejected.funad")
+        );
         let err = ModelRepo::new(&dir.path().join("m.safetensors"), 0).unwrap_err();
         assert!(err.to_string().contains("keep-versions"), "{err}");
         let repo = ModelRepo::new(&dir.path().join("m.safetensors"), 2).unwrap();

@@ -350,6 +350,17 @@ impl FrameStore {
         Ok(())
     }
 
+    /// Deletes the stored frame with the file name of `path` (a path in the
+    /// store or in a snapshot of it). Returns whether the store had it.
+    pub fn discard(&mut self, path: &Path) -> Result<bool> {
+        let Some(id) = frame_id(path) else {
+            return Ok(false);
+        };
+        let had = self.frames.contains_key(&id);
+        self.remove(id)?;
+        Ok(had)
+    }
+
     /// Writes the sampling counters to `store.json`.
     pub fn save_state(&self) -> Result<()> {
         let json = serde_json::to_vec(&self.state)?;

@@ -86,6 +86,8 @@ impl Default for Settings {
 
 /// Element state between `start()` and `stop()`.
 struct State {
+    /// Exclusive lock on the model lineage, released when the state is dropped.
+    _lock: std::fs::File,
     shared: Arc<Shared>,
     /// Queue to the writer thread; `None` once closed by stop().
     frames: Option<SyncSender<Frame>>,
@@ -105,14 +107,98 @@ pub struct FunadTrain {
 /// Parses `HH:MM` (24-hour clock).
 fn parse_time_of_day(text: &str) -> Option<(u32, u32)> {
     let (h, m) = text.trim().split_once(':')?;
-    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+    let digits = h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit());
+    if h.is_empty() || h.len() > 2 || m.len() != 2 || !digits {
         return None;
     }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some((h, m))
 }
 
+/// Takes the exclusive lock `MODEL.lock` beside the model file, so that no
+/// two funadtrain elements, in this process or another, write one lineage.
+fn lock_model(model: &std::path::Path) -> Result<std::fs::File, gst::ErrorMessage> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let mut name = model.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let path = model.with_file_name(name);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|err| {
+            gst::error_msg!(
+                gst::ResourceError::OpenWrite,
+                (
+                    "Cannot create lock file {} ({err}); the model folder must be writable",
+                    path.display()
+                )
+            )
+        })?;
+    // SAFETY: flock on a descriptor that `file` owns for the whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(gst::error_msg!(
+            gst::ResourceError::Busy,
+            (
+                "Model {} is already trained by another funadtrain (process {}, lock file {}); \
+                 give each funadtrain its own model file",
+                model.display(),
+                holder.trim(),
+                path.display()
+            )
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 impl FunadTrain {
+    /// Serves the newest accepted kept version in place of an unreadable
+    /// served file, and returns its version (0 when none is kept).
+    fn restore_served(&self, repo: &ModelRepo, err: &anyhow::Error) -> u64 {
+        let newest = repo
+            .versions()
+            .ok()
+            .and_then(|v| v.iter().filter(|v| !v.rejected).map(|v| v.version).max());
+        match newest.map(|v| repo.serve(v).map(|_| v)) {
+            Some(Ok(version)) => {
+                crate::watch::notify_model_written();
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    (
+                        "The model in service {} cannot be read ({err:#}); kept version \
+                         {version} is served in its place",
+                        repo.served_path().display()
+                    )
+                );
+                version
+            }
+            other => {
+                let why = match other {
+                    Some(Err(e)) => format!("restoring the newest kept version failed: {e:#}"),
+                    _ => "no accepted version is kept".to_string(),
+                };
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    (
+                        "The model in service {} cannot be read ({err:#}) and {why}; the next \
+                         accepted training replaces it",
+                        repo.served_path().display()
+                    )
+                );
+                0
+            }
+        }
+    }
+
     fn shared(&self) -> Option<Arc<Shared>> {
         self.state
             .lock()
@@ -251,6 +337,17 @@ impl FunadTrain {
                 ("Invalid training settings: {err:#}")
             )
         })?;
+        if settings.min_frames > settings.max_frames {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                (
+                    "min-frames {} is above max-frames {}, so the store never holds enough \
+                     frames to train; lower min-frames or raise max-frames",
+                    settings.min_frames,
+                    settings.max_frames
+                )
+            ));
+        }
         if settings.gate.min_frames > settings.holdout_frames as usize {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
@@ -371,14 +468,14 @@ impl ObjectImpl for FunadTrain {
                     .build(),
                 glib::ParamSpecUInt::builder("max-frames")
                     .nick("Maximum frames")
-                    .blurb("Most frames the training store keeps. Read at start")
+                    .blurb("Maximum number of frames in the training store. Read at start")
                     .minimum(2)
                     .default_value(DEFAULT_MAX_FRAMES)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-bytes")
                     .nick("Maximum bytes")
-                    .blurb("Most bytes of PNG files the training store keeps. Read at start")
+                    .blurb("Maximum size in bytes of the PNG files in the training store. Read at start")
                     .minimum(1 << 20)
                     .default_value(DEFAULT_MAX_BYTES)
                     .mutable_ready()
@@ -763,6 +860,8 @@ impl BaseSinkImpl for FunadTrain {
                 )
             )
         })?;
+        // Only the lock holder may clear half-written files or add versions.
+        let lock = lock_model(&model)?;
         match repo.remove_partial_writes() {
             Ok(0) => {}
             Ok(n) => gst::warning!(
@@ -775,20 +874,23 @@ impl BaseSinkImpl for FunadTrain {
         }
         let served_version = match repo.served_meta() {
             Ok(meta) => meta.map_or(0, |m| m.version),
-            Err(err) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::OpenRead,
-                    (
-                        "The model in service {} cannot be read ({err:#}); the next accepted \
-                         training replaces it",
-                        model.display()
-                    )
-                );
-                0
-            }
+            Err(err) => self.restore_served(&repo, &err),
         };
-        if config.backbone.is_none() && served_version == 0 {
+        let backbone = match &config.backbone {
+            Some(path) => Some(path.clone()),
+            None => repo.served_meta().ok().flatten().map(|m| m.backbone_path),
+        };
+        if let Some(path) = backbone.as_ref().filter(|p| !p.is_file()) {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                (
+                    "Backbone weights {} not found; set the backbone property to the weights \
+                     file to train on",
+                    path.display()
+                )
+            ));
+        }
+        if backbone.is_none() {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
                 (
@@ -870,6 +972,7 @@ impl BaseSinkImpl for FunadTrain {
             store_dir.display()
         );
         *self.state.lock().unwrap() = Some(State {
+            _lock: lock,
             shared,
             frames: Some(tx),
             writer: Some(writer),
@@ -996,7 +1099,7 @@ mod tests {
         assert_eq!(parse_time_of_day(" 2:05 "), Some((2, 5)));
         assert_eq!(parse_time_of_day("23:59"), Some((23, 59)));
         for bad in [
-            "24:00", "12:60", "12:5", "1230", "", "ab:cd", "-1:30", "123:00",
+            "24:00", "12:60", "12:5", "1230", "", "ab:cd", "-1:30", "123:00", "+1:05",
         ] {
             assert_eq!(parse_time_of_day(bad), None, "{bad:?}");
         }

@@ -357,6 +357,7 @@ pub fn trainer_loop(shared: Arc<Shared>) {
                 if let Some(element) = shared.element.upgrade() {
                     gst::info!(CAT, obj = element, "Training cancelled");
                 }
+                post_failure(&shared, trigger, frames, "cancelled: the element stopped");
                 break;
             }
             shared.warn(
@@ -366,23 +367,33 @@ pub fn trainer_loop(shared: Arc<Shared>) {
                     shared.served_version.load(Ordering::SeqCst)
                 ),
             );
-            shared.post(
-                gst::Structure::builder(RESULT_STRUCTURE_NAME)
-                    .field("version", 0u64)
-                    .field("accepted", false)
-                    .field("served", false)
-                    .field("reason", format!("training failed: {err:#}"))
-                    .field("path", "")
-                    .field("trigger", trigger.as_str())
-                    .field("frames", frames as u32)
-                    .field("holdout-frames", 0u32)
-                    .field("ng-share", -1.0f64)
-                    .field("ng-share-current", -1.0f64)
-                    .field("seconds", 0.0f64)
-                    .build(),
+            post_failure(
+                &shared,
+                trigger,
+                frames,
+                &format!("training failed: {err:#}"),
             );
         }
     }
+}
+
+/// Posts the `funad-train-result` of a training that produced no model.
+fn post_failure(shared: &Shared, trigger: Trigger, frames: usize, reason: &str) {
+    shared.post(
+        gst::Structure::builder(RESULT_STRUCTURE_NAME)
+            .field("version", 0u64)
+            .field("accepted", false)
+            .field("served", false)
+            .field("reason", reason)
+            .field("path", "")
+            .field("trigger", trigger.as_str())
+            .field("frames", frames as u32)
+            .field("holdout-frames", 0u32)
+            .field("ng-share", -1.0f64)
+            .field("ng-share-current", -1.0f64)
+            .field("seconds", 0.0f64)
+            .build(),
+    );
 }
 
 /// Posts `funad-train-progress` messages, at phase changes and at most
@@ -535,7 +546,8 @@ fn run_training(shared: &Shared, trigger: Trigger, vit_cache: &mut Option<Arc<Vi
             _ => FeatureConfig::default(),
         };
         let epochs = cfg.train.epochs;
-        let mut detector = fit::fit(
+        let mut unreadable: Vec<PathBuf> = Vec::new();
+        let fitted = fit::fit_skipping_unreadable(
             vit.clone(),
             &fcfg,
             &cfg.train,
@@ -561,7 +573,27 @@ fn run_training(shared: &Shared, trigger: Trigger, vit_cache: &mut Option<Arc<Vi
                     )
                 }
             },
-        )?;
+            &mut |path, err| {
+                shared.warn(
+                    gst::ResourceError::Read,
+                    &format!(
+                        "Stored frame {} is unreadable ({err:#}); it is left out of the \
+                         training and deleted from the store",
+                        path.display()
+                    ),
+                );
+                unreadable.push(path.to_path_buf());
+            },
+        );
+        {
+            let mut store = shared.store.lock().unwrap();
+            for path in &unreadable {
+                if let Err(err) = store.discard(path) {
+                    shared.warn(gst::ResourceError::Write, &format!("{err:#}"));
+                }
+            }
+        }
+        let mut detector = fitted?;
         detector.set_version(version);
 
         progress.report("gate", 90.0, epochs, epochs, -1.0);

@@ -408,15 +408,19 @@ fn stdin_bridge_shows_latest_line() {
         .collect();
     assert_eq!(lines.len(), FRAMES);
 
-    // Real lines, then one that is not JSON and one of another schema.
+    // Real lines, then one that is not JSON, one of another schema and one
+    // with a NaN score (which Python's json module reads).
     let input = out.path().join("input.jsonl");
     let mut old_schema = lines[0].clone();
     old_schema["schema_version"] = 1.into();
-    std::fs::write(&input, format!("{text}not json\n{old_schema}\n")).unwrap();
+    let mut nan = lines[0].clone();
+    nan["score"] = 0.123456.into();
+    let nan = nan.to_string().replace("0.123456", "NaN");
+    std::fs::write(&input, format!("{text}not json\n{old_schema}\n{nan}\n")).unwrap();
     let bridge = BridgeProcess::start(&[], Stdio::from(std::fs::File::open(&input).unwrap()));
 
     let registers = bridge.wait_until(Duration::from_secs(30), "all lines are read", |r| {
-        r[INVALID_LINES] == 2
+        r[INVALID_LINES] == 3
     });
     assert_eq!(
         registers[INSPECTION_ID], FRAMES as u16,
@@ -439,4 +443,5 @@ fn stdin_bridge_shows_latest_line() {
         "bridge log:\n{log}"
     );
     assert!(log.contains("not JSON"), "bridge log:\n{log}");
+    assert!(log.contains("not a finite number"), "bridge log:\n{log}");
 }

@@ -145,10 +145,25 @@ fn settings_errors_name_the_property_and_the_fix() {
         "{text}"
     );
     let text = start_error(&format!(
-        "store-location={store} model={dir}/m.pt backbone={backbone}",
+        "store-location={store} model={dir}/model backbone={backbone}",
         dir = dir.display()
     ));
-    assert!(text.contains(".safetensors"), "{text}");
+    assert!(text.contains("no file extension"), "{text}");
+    let text = start_error(&format!(
+        "store-location={store} model={model} backbone={dir}/absent.safetensors",
+        dir = dir.display()
+    ));
+    assert!(
+        text.contains("absent.safetensors") && text.contains("not found"),
+        "{text}"
+    );
+    let text = start_error(&format!(
+        "store-location={store} model={model} backbone={backbone} max-frames=50 min-frames=60"
+    ));
+    assert!(
+        text.contains("min-frames 60") && text.contains("max-frames 50"),
+        "{text}"
+    );
     let text = start_error(&format!(
         "store-location={store} model={model} backbone={backbone} pin-version=4"
     ));
@@ -162,7 +177,7 @@ fn settings_errors_name_the_property_and_the_fix() {
 fn store_survives_restart_within_bounds() {
     let dir = fresh_dir("element-store");
     let props = format!(
-        "store-location={} model={} backbone={} min-frames=1000 max-frames=30 holdout-every=5 \
+        "store-location={} model={} backbone={} train-every-frames=0 min-frames=30 max-frames=30 holdout-every=5 \
          holdout-frames=4 gate-min-frames=4 queue-frames=128",
         dir.join("store").display(),
         dir.join("m.safetensors").display(),
@@ -346,4 +361,110 @@ fn interval_schedule_starts_training() {
 
     assert_eq!(train.property::<u64>("trainings"), 1);
     pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn second_trainer_on_one_model_fails() {
+    let dir = fresh_dir("element-lock");
+    let props = |store: &str| {
+        format!(
+            "store-location={} model={} backbone={} min-frames=1000",
+            dir.join(store).display(),
+            dir.join("line.safetensors").display(),
+            common::backbone_path().display()
+        )
+    };
+    let (first, _src, _) = trainer_pipeline(&props("a"));
+    first.set_state(gst::State::Playing).unwrap();
+    let text = start_error(&props("b"));
+    assert!(
+        text.contains("already trained by another funadtrain"),
+        "{text}"
+    );
+    assert!(text.contains(&std::process::id().to_string()), "{text}");
+    first.set_state(gst::State::Null).unwrap();
+
+    // Stopping the first releases the lock.
+    let (second, _src, _) = trainer_pipeline(&props("b"));
+    second.set_state(gst::State::Playing).unwrap();
+    second.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn unreadable_frame_is_skipped_and_deleted() {
+    let dir = fresh_dir("element-bad-frame");
+    let store = dir.join("store");
+    let props = format!(
+        "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 epochs=1 \
+         batch-size=8 holdout-every=5 holdout-frames=10 gate-min-frames=5",
+        store.display(),
+        dir.join("line.safetensors").display(),
+        common::backbone_path().display()
+    );
+    let (pipeline, src, train) = trainer_pipeline(&props);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    push_frames(&src, 30, 0);
+    play_to_eos(&pipeline, &src);
+    wait_stored(&train, 24, 6);
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    // Keep a frame's PNG header but cut its pixel data: opening the store
+    // reads only headers, so the frame stays until a training decodes it.
+    let victim = store.join("000000000003.png");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+
+    let (pipeline, _src, train) = trainer_pipeline(&props);
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(train.property::<u32>("stored-frames"), 24);
+    assert!(train.emit_by_name::<bool>("train", &[]));
+    let mut seen = Seen::default();
+    let result = wait_for(
+        &bus,
+        "funad-train-result",
+        Duration::from_secs(600),
+        &mut seen,
+        |_| true,
+    );
+    assert!(result.get::<bool>("accepted").unwrap(), "{result}");
+    assert!(
+        seen.warnings
+            .iter()
+            .any(|w| w.contains("000000000003.png") && w.contains("unreadable")),
+        "{seen:?}"
+    );
+    assert_eq!(train.property::<u32>("stored-frames"), 23);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(!victim.exists(), "the unreadable frame is deleted");
+    let meta = funad::Detector::read_meta(&dir.join("line.safetensors")).unwrap();
+    assert_eq!(meta.train_images, 23);
+}
+
+#[test]
+fn corrupt_served_file_is_restored() {
+    let dir = fresh_dir("element-restore");
+    let served = seed_versions(&dir, &[1, 2]);
+    std::fs::write(&served, b"not a model").unwrap();
+    let (pipeline, _src, train) = trainer_pipeline(&format!(
+        "store-location={} model={} min-frames=1000",
+        dir.join("store").display(),
+        served.display()
+    ));
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(train.property::<u64>("served-version"), 2);
+    let warning = bus
+        .pop_filtered(&[gst::MessageType::Warning])
+        .expect("a warning about the corrupt file");
+    let gst::MessageView::Warning(w) = warning.view() else {
+        unreachable!()
+    };
+    assert!(
+        w.error().to_string().contains("kept version 2 is served"),
+        "{}",
+        w.error()
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(funad::Detector::read_meta(&served).unwrap().version, 2);
 }
