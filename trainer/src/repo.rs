@@ -10,7 +10,7 @@
 //! | `NAME.v000008.rejected.EXT` | version 8, which the acceptance gate rejected |
 //!
 //! Every file is written atomically (see [`crate::model::write_atomic`]), so
-//! a scorer that reloads the served file sees the old model or the new one.
+//! a scorer that reloads the served file reads the old model or the new one.
 //! Only the newest `keep` accepted and `keep` rejected versions stay; the
 //! version in service is never deleted.
 
@@ -97,7 +97,7 @@ impl ModelRepo {
         Some((digits.parse().ok()?, rejected))
     }
 
-    /// All versioned files, oldest first.
+    /// Lists the versioned files, oldest first.
     pub fn versions(&self) -> Result<Vec<Version>> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.dir)

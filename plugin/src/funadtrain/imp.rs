@@ -207,7 +207,7 @@ impl FunadTrain {
             .map(|s| s.shared.clone())
     }
 
-    /// The `train` action signal: starts a training now when none runs and
+    /// Handles the `train` action signal: starts a training now when none runs and
     /// the store contains enough frames.
     fn request_training(&self) -> bool {
         let Some(shared) = self.shared() else {

@@ -477,7 +477,7 @@ fn image_scores(
     Ok(out)
 }
 
-/// The model in service, loaded for the gate; `None` at cold start.
+/// Loads the model in service for the gate; `None` at cold start.
 fn current_model(shared: &Shared, vit: &Arc<Vit>) -> Option<Detector> {
     let served = shared.repo.served_path();
     if !served.exists() {
@@ -507,7 +507,7 @@ fn remove_dir(path: &Path) {
     }
 }
 
-/// One training: snapshot, fit, gate, save and serve.
+/// Runs one training: snapshot, fit, gate, save and serve.
 fn run_training(shared: &Shared, trigger: Trigger, vit_cache: &mut Option<Arc<Vit>>) -> Result<()> {
     let started = Instant::now();
     let cfg = &shared.config;
