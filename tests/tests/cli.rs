@@ -245,6 +245,21 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     }
     // 1% of 33 × 256 training patch features: a coreset of 84.
     assert_eq!(methods[1]["bank_size"], 84);
+    // Ratio 0 moves nothing, so both overlap settings score the same images.
+    let clean = root.join("clean.json");
+    let out = run(funad()
+        .args(["eval", "--methods", "knn,funad", "--epochs", "1", "--ratio", "0", "--data"])
+        .arg(root)
+        .arg("--json")
+        .arg(&clean));
+    assert!(out.status.success(), "eval at ratio 0 failed: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&clean).unwrap()).unwrap();
+    assert_eq!(r["moved_anomalies"], 0);
+    assert_eq!(r["test_anomalies"], 12);
+    for m in r["methods"].as_array().unwrap() {
+        assert_eq!(m["image_auroc"], m["overlap_image_auroc"]);
+        assert_eq!(m["aupro"], m["overlap_aupro"]);
+    }
     // An invalid baseline option is rejected with its value and a fix.
     let out = run(funad()
         .args(["eval", "--methods", "patchcore", "--coreset-ratio", "0", "--data"])

@@ -133,6 +133,53 @@ pub struct EpochMetrics {
     pub aupro: f64,
 }
 
+/// Test images shown as examples of each kind in [`MethodResult::examples`].
+pub const EXAMPLES_PER_KIND: usize = 3;
+
+/// Patch score grid of one No-overlap test image, kept for figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExampleMap {
+    /// `best detection` (highest-scoring defects), `missed defect`
+    /// (lowest-scoring defects) or `false alarm` (highest-scoring good images).
+    pub kind: String,
+    /// Index into [`EvalReport::test`].
+    pub test_index: usize,
+    pub image_score: f32,
+    /// Side of the square grid.
+    pub grid: i64,
+    /// Patch scores, row-major `[grid, grid]`.
+    pub patch_scores: Vec<f32>,
+}
+
+/// Picks the examples of [`ExampleMap`]'s three kinds from score grids `[T, g, g]`.
+fn example_maps(maps: &Tensor, image_scores: &[f32], labels: &[bool]) -> Result<Vec<ExampleMap>> {
+    let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
+    let grid = maps.size()[1];
+    let mut defects: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
+    let mut good: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
+    let descending = |a: &usize, b: &usize| image_scores[*b].total_cmp(&image_scores[*a]);
+    defects.sort_by(descending);
+    good.sort_by(descending);
+    let picks = [
+        ("best detection", defects.iter().take(EXAMPLES_PER_KIND).copied().collect::<Vec<_>>()),
+        ("missed defect", defects.iter().rev().take(EXAMPLES_PER_KIND).copied().collect()),
+        ("false alarm", good.iter().take(EXAMPLES_PER_KIND).copied().collect()),
+    ];
+    let mut out = Vec::new();
+    for (kind, indices) in picks {
+        for i in indices {
+            out.push(ExampleMap {
+                kind: kind.to_string(),
+                test_index: i,
+                image_score: image_scores[i],
+                grid,
+                patch_scores: Vec::<f32>::try_from(maps.get(i as i64).flatten(0, 1))?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Metrics of one method. "No overlap" leaves the moved defect images out of
 /// the test set; "Overlap" evaluates them too.
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +202,8 @@ pub struct MethodResult {
     pub image_scores: Vec<f32>,
     /// Per-epoch test metrics (FUN-AD with `every_epoch` only).
     pub epochs: Vec<EpochMetrics>,
+    /// Score grids of a few best, missed and falsely alarmed test images.
+    pub examples: Vec<ExampleMap>,
 }
 
 /// One No-overlap test image of the report.
@@ -324,6 +373,7 @@ fn result(
         bank_size: None,
         image_scores: no_overlap.image_scores,
         epochs: Vec::new(),
+        examples: Vec::new(),
     }
 }
 
@@ -347,6 +397,7 @@ fn bank_method(
     let moved_maps = grids(&prepared.moved_feats());
     let mut r = result(name, kind, prepared.metrics(&test_maps, &moved_maps)?, fit_seconds);
     r.bank_size = Some(bank.size()[0]);
+    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
     Ok(r)
 }
 
@@ -459,7 +510,9 @@ fn run_funad(
     let g = prepared.grid;
     let d = prepared.test_feats.size()[2];
     let test_maps = detector.score_features(&prepared.test_feats.view([-1, g, g, d]))?;
-    let moved_maps = detector.score_features(&prepared.moved_feats().view([-1, g, g, d]))?;
+    // An explicit count, because a view of no moved images cannot infer it.
+    let moved = prepared.moved_feats();
+    let moved_maps = detector.score_features(&moved.view([moved.size()[0], g, g, d]))?;
     let name = if cfg.train.synthetic_ratio > 0.0 {
         "FUN-AD* (synthetic anomalies)"
     } else {
@@ -477,6 +530,7 @@ fn run_funad(
         detector.meta().threshold,
     ));
     r.epochs = epochs;
+    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
     Ok(r)
 }
 
@@ -636,6 +690,29 @@ mod tests {
         // Sums 1.5, 1.4, 1.55; epoch 4 has no image AUROC and is skipped.
         assert_eq!(oracle_epoch(&epochs).unwrap().epoch, 3);
         assert!(oracle_epoch(&[]).is_none());
+    }
+
+    #[test]
+    fn examples_pick_extremes() {
+        // Four 1×1 grids: defects score 0.9 and 0.2, good images 0.8 and 0.1.
+        let maps = Tensor::from_slice(&[0.9f32, 0.8, 0.2, 0.1]).view([4, 1, 1]);
+        let scores = [0.9, 0.8, 0.2, 0.1];
+        let labels = [true, false, true, false];
+        let examples = example_maps(&maps, &scores, &labels).unwrap();
+        let picked: Vec<(&str, usize)> =
+            examples.iter().map(|e| (e.kind.as_str(), e.test_index)).collect();
+        assert_eq!(
+            picked,
+            [
+                ("best detection", 0),
+                ("best detection", 2),
+                ("missed defect", 2),
+                ("missed defect", 0),
+                ("false alarm", 1),
+                ("false alarm", 3),
+            ]
+        );
+        assert_eq!(examples[4].patch_scores, vec![0.8]);
     }
 
     #[test]

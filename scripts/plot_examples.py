@@ -1,0 +1,100 @@
+"""Draw a montage of example anomaly maps from one `funad eval --json` report.
+
+    .venv/bin/python scripts/plot_examples.py REPORT.json OUT.png
+
+One row per method, one column per example that the report keeps: the three
+highest-scoring defect images, the three lowest-scoring defect images and
+the three highest-scoring good images of the No-overlap test set. Each panel
+shows the image in grey, the anomaly map on top and the ground-truth outline
+in white. Run it from the folder `funad eval` ran in, because the report
+stores image paths as given on its command line.
+
+The maps are redrawn from the stored patch grids: bilinear upsampling to the
+image size and a Gaussian blur of σ = 4 at the 224 px model input, scaled to
+the image, as funad's own anomaly maps. The colour scale is shared within a
+row (one method), from its lowest to its highest example patch score.
+"""
+
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+BLUR_SIGMA_AT_INPUT = 4.0
+
+
+def gaussian_blur(image, sigma):
+    """Separable Gaussian blur with reflected borders, kernel truncated at 4σ."""
+    radius = max(1, int(round(4 * sigma)))
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image, ((0, 0), (radius, radius)), mode="reflect")
+    rows = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, padded)
+    padded = np.pad(rows, ((radius, radius), (0, 0)), mode="reflect")
+    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, padded)
+
+
+def anomaly_map(patch_scores, grid, width, height, input_size):
+    small = Image.fromarray(np.asarray(patch_scores, dtype=np.float32).reshape(grid, grid), mode="F")
+    upsampled = np.asarray(small.resize((width, height), Image.BILINEAR), dtype=np.float64)
+    sigma = BLUR_SIGMA_AT_INPUT * max(width, height) / input_size
+    return gaussian_blur(upsampled, sigma)
+
+
+def mask_of(root, test_image):
+    if test_image["defect"] == "good":
+        return None
+    stem = pathlib.Path(test_image["path"]).stem
+    path = pathlib.Path(root) / "ground_truth" / test_image["defect"] / f"{stem}_mask.png"
+    if not path.is_file():
+        return None
+    return np.asarray(Image.open(path).convert("L")) > 127
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: plot_examples.py REPORT.json OUT.png")
+    report = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    methods = [m for m in report["methods"] if m.get("examples")]
+    if not methods:
+        sys.exit(f"error: {sys.argv[1]} stores no example maps; rerun funad eval with this version")
+    input_size = report["config"]["features"]["input_size"]
+    columns = max(len(m["examples"]) for m in methods)
+    fig, axes = plt.subplots(len(methods), columns, figsize=(1.5 * columns, 1.9 * len(methods)),
+                             squeeze=False)
+    for row, method in enumerate(methods):
+        scores = [s for e in method["examples"] for s in e["patch_scores"]]
+        low, high = min(scores), max(scores)
+        for col in range(columns):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col >= len(method["examples"]):
+                continue
+            example = method["examples"][col]
+            test_image = report["test"][example["test_index"]]
+            image = np.asarray(Image.open(test_image["path"]).convert("L"))
+            height, width = image.shape
+            amap = anomaly_map(example["patch_scores"], example["grid"], width, height, input_size)
+            ax.imshow(image, cmap="gray")
+            ax.imshow(amap, cmap="jet", alpha=0.45, vmin=low, vmax=high)
+            mask = mask_of(report["config"]["root"], test_image)
+            if mask is not None and mask.any():
+                ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.7)
+            ax.set_title(f"{example['kind']}\n{test_image['defect']} {example['image_score']:.3g}",
+                         fontsize=6)
+        axes[row][0].text(-0.1, 0.5, method["method"].split(" (")[0], fontsize=7, rotation=90,
+                          ha="right", va="center", transform=axes[row][0].transAxes)
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=70)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
