@@ -1,8 +1,8 @@
-"""Draw a montage of example anomaly maps from one `funad eval --json` report.
+"""Draw a montage of example anomaly maps from `funad eval --json` reports.
 
-    .venv/bin/python scripts/plot_examples.py REPORT.json OUT.png
+    .venv/bin/python scripts/plot_examples.py REPORT.json [REPORT.json...] OUT.png
 
-One row per method, one column per example that the report keeps: the three
+One row per method of each report, one column per example that it keeps: the three
 highest-scoring defect images, the three lowest-scoring defect images and
 the three highest-scoring good images of the No-overlap test set. Each panel
 shows the image in grey, the anomaly map on top and the ground-truth outline
@@ -59,17 +59,20 @@ def mask_of(root, test_image):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: plot_examples.py REPORT.json OUT.png")
-    report = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    methods = [m for m in report["methods"] if m.get("examples")]
-    if not methods:
-        sys.exit(f"error: {sys.argv[1]} stores no example maps; rerun funad eval with this version")
-    input_size = report["config"]["features"]["input_size"]
-    columns = max(len(m["examples"]) for m in methods)
+    if len(sys.argv) < 3:
+        sys.exit("usage: plot_examples.py REPORT.json [REPORT.json...] OUT.png")
+    methods = []
+    for path in sys.argv[1:-1]:
+        report = json.loads(pathlib.Path(path).read_text())
+        kept = [(m, report) for m in report["methods"] if m.get("examples")]
+        if not kept:
+            sys.exit(f"error: {path} stores no example maps; rerun funad eval with this version")
+        methods.extend(kept)
+    columns = max(len(m["examples"]) for m, _ in methods)
     fig, axes = plt.subplots(len(methods), columns, figsize=(1.5 * columns, 1.9 * len(methods)),
                              squeeze=False)
-    for row, method in enumerate(methods):
+    for row, (method, report) in enumerate(methods):
+        input_size = report["config"]["features"]["input_size"]
         scores = [s for e in method["examples"] for s in e["patch_scores"]]
         low, high = min(scores), max(scores)
         for col in range(columns):
@@ -92,7 +95,7 @@ def main():
         axes[row][0].text(-0.1, 0.5, method["method"].split(" (")[0], fontsize=7, rotation=90,
                           ha="right", va="center", transform=axes[row][0].transAxes)
     fig.tight_layout()
-    fig.savefig(sys.argv[2], dpi=70)
+    fig.savefig(sys.argv[-1], dpi=70)
     plt.close(fig)
 
 

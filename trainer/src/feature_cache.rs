@@ -103,3 +103,25 @@ pub fn dataset_features(
     }
     Ok(DatasetFeatures { rows, features })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_follows_requested_order() {
+        let features = Tensor::from_slice(&[0.0f32, 1.0, 2.0]).view([3, 1, 1]);
+        let rows = ["a.png", "b.png", "c.png"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PathBuf::from(p), i as i64))
+            .collect();
+        let dataset = DatasetFeatures { rows, features };
+        let picked = dataset
+            .select(&[PathBuf::from("c.png"), PathBuf::from("a.png")])
+            .unwrap();
+        assert_eq!(Vec::<f32>::try_from(picked.flatten(0, 2)).unwrap(), vec![2.0, 0.0]);
+        let missing = dataset.select(&[PathBuf::from("d.png")]).unwrap_err();
+        assert!(missing.to_string().contains("d.png"), "{missing}");
+    }
+}
