@@ -112,8 +112,9 @@ def plot_vs_ratio(table, out):
             ax.grid(alpha=0.3)
             if row == 1:
                 ax.set_xlabel("anomaly-to-normal ratio (%)")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out / "auroc_vs_ratio.png", dpi=80)
     plt.close(fig)
 

@@ -92,11 +92,15 @@ def main():
                 ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.7)
             ax.set_title(f"{example['kind']}\n{test_image['defect']} {example['image_score']:.3g}",
                          fontsize=6)
-        axes[row][0].text(-0.1, 0.5, method["method"].split(" (")[0], fontsize=7, rotation=90,
-                          ha="right", va="center", transform=axes[row][0].transAxes)
+        cfg = report["config"]
+        label = f"{method['method'].split(' (')[0]}\nratio {cfg['ratio']:g}, seed {cfg['seed']}"
+        axes[row][0].text(-0.1, 0.5, label, fontsize=6, rotation=90, ha="right", va="center",
+                          transform=axes[row][0].transAxes)
     fig.tight_layout()
-    fig.savefig(sys.argv[-1], dpi=70)
+    fig.savefig(sys.argv[-1], dpi=60)
     plt.close(fig)
+    # A 256-colour palette keeps the montage small enough for a repository.
+    Image.open(sys.argv[-1]).convert("RGB").quantize(256).save(sys.argv[-1], optimize=True)
 
 
 if __name__ == "__main__":
