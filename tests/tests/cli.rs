@@ -227,18 +227,49 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     assert_eq!(r["test_images"], 19);
     assert_eq!(r["test_anomalies"], 9);
     let methods = r["methods"].as_array().unwrap();
-    assert_eq!(methods.len(), 2);
+    let kinds: Vec<&str> = methods.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["knn", "patchcore", "softpatch", "funad"]);
     for m in methods {
         for key in [
             "image_auroc",
             "pixel_auroc",
+            "aupro",
             "overlap_image_auroc",
             "overlap_pixel_auroc",
+            "overlap_aupro",
         ] {
             let v = m[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{key} {v}");
         }
+        assert_eq!(m["image_scores"].as_array().unwrap().len(), 19);
     }
+    // 1% of 33 × 256 training patch features: a coreset of 84.
+    assert_eq!(methods[1]["bank_size"], 84);
+    // Ratio 0 moves nothing, so both overlap settings score the same images.
+    let clean = root.join("clean.json");
+    let out = run(funad()
+        .args(["eval", "--methods", "knn,funad", "--epochs", "1", "--ratio", "0", "--data"])
+        .arg(root)
+        .arg("--json")
+        .arg(&clean));
+    assert!(out.status.success(), "eval at ratio 0 failed: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&clean).unwrap()).unwrap();
+    assert_eq!(r["moved_anomalies"], 0);
+    assert_eq!(r["test_anomalies"], 12);
+    for m in r["methods"].as_array().unwrap() {
+        assert_eq!(m["image_auroc"], m["overlap_image_auroc"]);
+        assert_eq!(m["aupro"], m["overlap_aupro"]);
+    }
+    // An invalid baseline option is rejected with its value and a fix.
+    let out = run(funad()
+        .args(["eval", "--methods", "patchcore", "--coreset-ratio", "0", "--data"])
+        .arg(root));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("coreset ratio 0 is invalid"),
+        "{}",
+        stderr(&out)
+    );
     // Asking for more defects than exist is an error that names the counts.
     let out = run(funad()
         .args(["eval", "--baseline-only", "--ratio", "1.0", "--data"])

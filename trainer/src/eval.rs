@@ -1,27 +1,109 @@
 //! The FUN-AD evaluation protocol on an MVTec-layout folder: contaminate the
-//! training set, train without labels, and measure detection and localisation.
+//! training set, train without labels, and measure detection and localisation
+//! of FUN-AD and of one-class memory-bank baselines on the same features.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::backbone::Vit;
+use crate::baselines;
 use crate::data::{self, Overlap};
+use crate::feature_cache;
 use crate::features::FeatureConfig;
 use crate::fit::{self, FitEvent};
 use crate::knn;
+use crate::localnet::LocalNet;
 use crate::map;
-use crate::metrics::auroc;
+use crate::metrics::{self, auroc, RegionLabels};
+use crate::model::ScoreStats;
 use crate::train::TrainConfig;
+
+/// False-positive rate up to which the PRO curve is integrated (MVTec AD's 0.3).
+pub const AUPRO_MAX_FPR: f64 = 0.3;
+
+/// A method that [`evaluate`] runs on the shared features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// L2 distance to the nearest of a random sample of training patch features.
+    Knn,
+    /// PatchCore-style: the same score against a greedy-coreset memory bank.
+    Patchcore,
+    /// SoftPatch-style: drop patches with a high local outlier factor at their
+    /// position, then the greedy coreset.
+    Softpatch,
+    /// FUN-AD: Local-Net trained on pseudo-labels.
+    Funad,
+}
+
+/// Options of the memory-bank baselines.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselineConfig {
+    /// Patch features in the random bank of [`Method::Knn`].
+    pub knn_bank: usize,
+    /// Coreset size as a share of the (kept) training patch features.
+    pub coreset_ratio: f64,
+    /// Dimensions of the random projection used to pick the coreset (0 = none).
+    pub projection_dim: i64,
+    /// Neighbours of the local outlier factor of [`Method::Softpatch`].
+    pub lof_neighbours: i64,
+    /// Share of images dropped at each patch position by [`Method::Softpatch`].
+    pub softpatch_discard: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            knn_bank: 40_000,
+            coreset_ratio: 0.01,
+            projection_dim: 128,
+            lof_neighbours: 6,
+            softpatch_discard: 0.15,
+        }
+    }
+}
+
+impl BaselineConfig {
+    /// Checks every option and names the first invalid one.
+    pub fn validate(&self) -> Result<()> {
+        if self.knn_bank == 0 {
+            bail!("knn bank size 0 is invalid: use at least 1 patch feature, such as 40000");
+        }
+        if !(self.coreset_ratio > 0.0 && self.coreset_ratio <= 1.0) {
+            bail!(
+                "coreset ratio {} is invalid: use a share above 0 and at most 1, such as 0.01",
+                self.coreset_ratio
+            );
+        }
+        if self.projection_dim < 0 {
+            bail!(
+                "projection dimension {} is invalid: use 0 (none) or a positive size such as 128",
+                self.projection_dim
+            );
+        }
+        if self.lof_neighbours < 1 {
+            bail!(
+                "LOF neighbours {} is invalid: use at least 1, such as 6",
+                self.lof_neighbours
+            );
+        }
+        if !(0.0..1.0).contains(&self.softpatch_discard) {
+            bail!(
+                "SoftPatch discard share {} is invalid: use a value from 0 to below 1, such as 0.15",
+                self.softpatch_discard
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Evaluation options.
 #[derive(Clone, Debug, Serialize)]
@@ -32,14 +114,70 @@ pub struct EvalConfig {
     pub seed: u64,
     pub features: FeatureConfig,
     pub train: TrainConfig,
-    /// Patch features in the one-class nearest-neighbour baseline's bank, drawn at random.
-    pub knn_bank: usize,
-    /// Also train and score FUN-AD (off: only the baseline).
-    pub funad: bool,
-    /// Run the one-class nearest-neighbour baseline.
-    pub baseline: bool,
+    /// Methods to run, in this order.
+    pub methods: Vec<Method>,
+    pub baselines: BaselineConfig,
+    /// Measure FUN-AD on the test set after every epoch, for the oracle
+    /// comparison only. Training does not read these numbers.
+    pub every_epoch: bool,
     /// Folder where patch features are cached between runs (none: no cache).
     pub cache: Option<PathBuf>,
+}
+
+/// Test metrics of FUN-AD after one epoch, No-overlap setting.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub image_auroc: f64,
+    pub pixel_auroc: f64,
+    pub aupro: f64,
+}
+
+/// Test images shown as examples of each kind in [`MethodResult::examples`].
+pub const EXAMPLES_PER_KIND: usize = 3;
+
+/// Patch score grid of one No-overlap test image, kept for figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExampleMap {
+    /// `best detection` (highest-scoring defects), `missed defect`
+    /// (lowest-scoring defects) or `false alarm` (highest-scoring good images).
+    pub kind: String,
+    /// Index into [`EvalReport::test`].
+    pub test_index: usize,
+    pub image_score: f32,
+    /// Side of the square grid.
+    pub grid: i64,
+    /// Patch scores, row-major `[grid, grid]`.
+    pub patch_scores: Vec<f32>,
+}
+
+/// Picks the examples of [`ExampleMap`]'s three kinds from score grids `[T, g, g]`.
+fn example_maps(maps: &Tensor, image_scores: &[f32], labels: &[bool]) -> Result<Vec<ExampleMap>> {
+    let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
+    let grid = maps.size()[1];
+    let mut defects: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
+    let mut good: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
+    let descending = |a: &usize, b: &usize| image_scores[*b].total_cmp(&image_scores[*a]);
+    defects.sort_by(descending);
+    good.sort_by(descending);
+    let picks = [
+        ("best detection", defects.iter().take(EXAMPLES_PER_KIND).copied().collect::<Vec<_>>()),
+        ("missed defect", defects.iter().rev().take(EXAMPLES_PER_KIND).copied().collect()),
+        ("false alarm", good.iter().take(EXAMPLES_PER_KIND).copied().collect()),
+    ];
+    let mut out = Vec::new();
+    for (kind, indices) in picks {
+        for i in indices {
+            out.push(ExampleMap {
+                kind: kind.to_string(),
+                test_index: i,
+                image_score: image_scores[i],
+                grid,
+                patch_scores: Vec::<f32>::try_from(maps.get(i as i64).flatten(0, 1))?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Metrics of one method. "No overlap" leaves the moved defect images out of
@@ -47,13 +185,33 @@ pub struct EvalConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct MethodResult {
     pub method: String,
+    pub kind: Method,
     pub image_auroc: f64,
     pub pixel_auroc: f64,
+    /// Area under the PRO curve up to FPR 0.3, normalised by 0.3.
+    pub aupro: f64,
     pub overlap_image_auroc: f64,
     pub overlap_pixel_auroc: f64,
+    pub overlap_aupro: f64,
     /// F1 of the NG verdict at the label-free threshold, where the method has one.
     pub f1_at_threshold: Option<f64>,
     pub fit_seconds: f64,
+    /// Memory bank size in patch features, for the bank baselines.
+    pub bank_size: Option<i64>,
+    /// Image scores of the No-overlap test images, in the order of [`EvalReport::test`].
+    pub image_scores: Vec<f32>,
+    /// Per-epoch test metrics (FUN-AD with `every_epoch` only).
+    pub epochs: Vec<EpochMetrics>,
+    /// Score grids of a few best, missed and falsely alarmed test images.
+    pub examples: Vec<ExampleMap>,
+}
+
+/// One No-overlap test image of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct TestImage {
+    pub path: PathBuf,
+    /// `good` or the defect type.
+    pub defect: String,
 }
 
 /// Result of one evaluation run.
@@ -67,6 +225,7 @@ pub struct EvalReport {
     pub test_anomalies: usize,
     pub extract_seconds: f64,
     pub methods: Vec<MethodResult>,
+    pub test: Vec<TestImage>,
     pub total_seconds: f64,
 }
 
@@ -74,6 +233,7 @@ pub struct EvalReport {
 pub enum EvalEvent<'a> {
     Stage(&'a str),
     Fit(FitEvent<'a>),
+    Epoch(&'a EpochMetrics),
 }
 
 fn f1(scores: &[f32], labels: &[bool], threshold: f32) -> f64 {
@@ -93,71 +253,340 @@ fn f1(scores: &[f32], labels: &[bool], threshold: f32) -> f64 {
     }
 }
 
-/// Image and pixel AUROC of patch score grids `[T, g, g]` against the test samples.
-fn score_maps(
-    maps: &Tensor,
-    test: &[data::Sample],
-    input_size: i64,
-) -> Result<(f64, f64, Vec<f32>)> {
+/// Image labels and per-pixel ground truth of a test set, loaded once.
+struct GroundTruth {
+    labels: Vec<bool>,
+    /// Image width and height of every sample.
+    sizes: Vec<(i64, i64)>,
+    regions: RegionLabels,
+}
+
+impl GroundTruth {
+    fn load(test: &[data::Sample]) -> Result<Self> {
+        let mut sizes = Vec::with_capacity(test.len());
+        let mut regions = RegionLabels::new();
+        for sample in test {
+            let (w, h) = image::image_dimensions(&sample.path)?;
+            let (w, h) = (w as i64, h as i64);
+            let mask = match &sample.mask {
+                Some(m) => {
+                    let m = data::load_mask(m)?;
+                    if m.size() != [h, w] {
+                        bail!(
+                            "mask of {} is {:?}, image is {h}×{w}",
+                            sample.path.display(),
+                            m.size()
+                        );
+                    }
+                    Vec::<bool>::try_from(m.flatten(0, 1))?
+                }
+                None => vec![false; (w * h) as usize],
+            };
+            regions
+                .push_mask(&mask, w as usize)
+                .map_err(anyhow::Error::msg)?;
+            sizes.push((w, h));
+        }
+        Ok(GroundTruth {
+            labels: test.iter().map(|s| s.is_anomalous()).collect(),
+            sizes,
+            regions,
+        })
+    }
+}
+
+/// Detection and localisation metrics of one set of score grids.
+struct MapMetrics {
+    image_auroc: f64,
+    pixel_auroc: f64,
+    aupro: f64,
+    image_scores: Vec<f32>,
+}
+
+/// Metrics of patch score grids `[T, g, g]` against the ground truth of the
+/// same T images: image score = max patch score; pixel scores from the
+/// upsampled and blurred anomaly map at each image's own resolution.
+fn score_maps(maps: &Tensor, truth: &GroundTruth, input_size: i64) -> Result<MapMetrics> {
     let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
-    let mut image_scores = Vec::with_capacity(test.len());
-    let mut pixel_scores: Vec<f32> = Vec::new();
-    let mut pixel_labels: Vec<bool> = Vec::new();
-    for (i, sample) in test.iter().enumerate() {
+    let mut image_scores = Vec::with_capacity(truth.sizes.len());
+    let mut pixel_scores: Vec<f32> = Vec::with_capacity(truth.regions.len());
+    for (i, &(w, h)) in truth.sizes.iter().enumerate() {
         let grid = maps.get(i as i64);
         image_scores.push(f32::try_from(grid.max())?);
-        let (w, h) = image::image_dimensions(&sample.path)?;
-        let (w, h) = (w as i64, h as i64);
         let amap = map::anomaly_map(&grid, w, h, input_size);
-        let mask = match &sample.mask {
-            Some(m) => {
-                let m = data::load_mask(m)?;
-                if m.size() != [h, w] {
-                    anyhow::bail!(
-                        "mask of {} is {:?}, image is {h}×{w}",
-                        sample.path.display(),
-                        m.size()
-                    );
-                }
-                m
-            }
-            None => Tensor::zeros([h, w], (Kind::Bool, Device::Cpu)),
-        };
         pixel_scores.extend(Vec::<f32>::try_from(amap.flatten(0, 1))?);
-        pixel_labels.extend(Vec::<bool>::try_from(mask.flatten(0, 1))?);
     }
-    let labels: Vec<bool> = test.iter().map(|s| s.is_anomalous()).collect();
-    let image = auroc(&image_scores, &labels).unwrap_or(f64::NAN);
-    let pixel = auroc(&pixel_scores, &pixel_labels).unwrap_or(f64::NAN);
-    Ok((image, pixel, image_scores))
+    let pixel = metrics::pixel_metrics(&pixel_scores, &truth.regions, AUPRO_MAX_FPR);
+    Ok(MapMetrics {
+        image_auroc: auroc(&image_scores, &truth.labels).unwrap_or(f64::NAN),
+        pixel_auroc: pixel.auroc.unwrap_or(f64::NAN),
+        aupro: pixel.aupro.unwrap_or(f64::NAN),
+        image_scores,
+    })
 }
 
-/// Cache key of the features of one split: backbone, feature options,
-/// synthetic-anomaly options and the image lists.
-fn cache_key(vit: &Vit, cfg: &EvalConfig, split: &data::ContaminatedSplit) -> String {
-    let mut h = Sha256::new();
-    h.update(&vit.id().sha256);
-    h.update(serde_json::to_string(&cfg.features).unwrap_or_default());
-    h.update(format!("{}:{}", cfg.train.synthetic_ratio, cfg.train.seed));
-    for p in &split.train {
-        h.update(p.to_string_lossy().as_bytes());
-    }
-    for s in &split.test {
-        h.update(s.path.to_string_lossy().as_bytes());
-    }
-    hex::encode(h.finalize())[..16].to_string()
+/// Everything a method needs: features of the contaminated split and the ground truth.
+struct Prepared {
+    split: data::ContaminatedSplit,
+    /// Training features `[N, P, D]`: `split.train` in order, then synthetic images.
+    train_feats: Tensor,
+    test_feats: Tensor,
+    moved_rows: Tensor,
+    truth: GroundTruth,
+    overlap_truth: GroundTruth,
+    grid: i64,
+    input_size: i64,
 }
 
-/// Runs the protocol: FUN-AD and a one-class nearest-neighbour baseline on the
-/// same features of the same contaminated training set.
-pub fn evaluate(
+impl Prepared {
+    /// Evaluates score grids of the test images and of the moved images in
+    /// both overlap settings.
+    fn metrics(&self, test_maps: &Tensor, moved_maps: &Tensor) -> Result<(MapMetrics, MapMetrics)> {
+        let no_overlap = score_maps(test_maps, &self.truth, self.input_size)?;
+        let all = Tensor::cat(&[test_maps, moved_maps], 0);
+        let overlap = score_maps(&all, &self.overlap_truth, self.input_size)?;
+        Ok((no_overlap, overlap))
+    }
+
+    fn moved_feats(&self) -> Tensor {
+        self.train_feats.index_select(0, &self.moved_rows)
+    }
+}
+
+fn result(
+    method: String,
+    kind: Method,
+    (no_overlap, overlap): (MapMetrics, MapMetrics),
+    fit_seconds: f64,
+) -> MethodResult {
+    MethodResult {
+        method,
+        kind,
+        image_auroc: no_overlap.image_auroc,
+        pixel_auroc: no_overlap.pixel_auroc,
+        aupro: no_overlap.aupro,
+        overlap_image_auroc: overlap.image_auroc,
+        overlap_pixel_auroc: overlap.pixel_auroc,
+        overlap_aupro: overlap.aupro,
+        f1_at_threshold: None,
+        fit_seconds,
+        bank_size: None,
+        image_scores: no_overlap.image_scores,
+        epochs: Vec::new(),
+        examples: Vec::new(),
+    }
+}
+
+/// Scores test and moved images by L2 distance to the nearest bank feature.
+fn bank_method(
+    prepared: &Prepared,
+    kind: Method,
+    name: String,
+    bank: &Tensor,
+    fit_seconds: f64,
+) -> Result<MethodResult> {
+    let (_, p, d) = prepared.test_feats.size3()?;
+    let g = prepared.grid;
+    let grids = |feats: &Tensor| {
+        let n = feats.size()[0];
+        knn::nearest_distance(&feats.view([n * p, d]), bank)
+            .sqrt()
+            .view([n, g, g])
+    };
+    let test_maps = grids(&prepared.test_feats);
+    let moved_maps = grids(&prepared.moved_feats());
+    let mut r = result(name, kind, prepared.metrics(&test_maps, &moved_maps)?, fit_seconds);
+    r.bank_size = Some(bank.size()[0]);
+    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    Ok(r)
+}
+
+fn random_bank(prepared: &Prepared, cfg: &EvalConfig) -> Result<Tensor> {
+    let d = prepared.train_feats.size()[2];
+    let flat = prepared.train_feats.view([-1, d]);
+    let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
+    rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+    rows.truncate(cfg.baselines.knn_bank);
+    Ok(flat.index_select(0, &Tensor::from_slice(&rows).to_device(flat.device())))
+}
+
+fn coreset_of(features: &Tensor, cfg: &EvalConfig) -> Result<Tensor> {
+    let n = features.size()[0];
+    let count = ((cfg.baselines.coreset_ratio * n as f64).round() as usize).max(1);
+    baselines::coreset_bank(features, count, cfg.baselines.projection_dim, cfg.seed)
+}
+
+fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<MethodResult> {
+    let started = Instant::now();
+    let d = prepared.train_feats.size()[2];
+    let b = &cfg.baselines;
+    let (bank, name) = match kind {
+        Method::Knn => {
+            let bank = random_bank(prepared, cfg)?;
+            let name = format!("one-class nearest neighbour ({} random patches)", bank.size()[0]);
+            (bank, name)
+        }
+        Method::Patchcore => {
+            let bank = coreset_of(&prepared.train_feats.view([-1, d]), cfg)?;
+            let name = format!("PatchCore-style coreset ({:.0}%)", b.coreset_ratio * 100.0);
+            (bank, name)
+        }
+        Method::Softpatch => {
+            let keep = baselines::softpatch_keep_mask(
+                &prepared.train_feats,
+                b.lof_neighbours,
+                b.softpatch_discard,
+            )?;
+            let kept = prepared
+                .train_feats
+                .masked_select(&keep.unsqueeze(2))
+                .view([-1, d]);
+            let bank = coreset_of(&kept, cfg)?;
+            let name = format!(
+                "SoftPatch-style LOF filter ({:.0}% dropped, k = {}) + coreset ({:.0}%)",
+                b.softpatch_discard * 100.0,
+                b.lof_neighbours,
+                b.coreset_ratio * 100.0
+            );
+            (bank, name)
+        }
+        Method::Funad => unreachable!("FUN-AD is not a bank baseline"),
+    };
+    bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64())
+}
+
+/// Score grids `[N, g, g]` of features `[N, P, D]` by a network whose
+/// logits are calibrated with `stats`, as [`crate::Detector`] does.
+fn localnet_grids(net: &LocalNet, stats: &ScoreStats, feats: &Tensor, grid: i64) -> Result<Tensor> {
+    let (n, p, d) = feats.size3()?;
+    let logits = net.logits(&feats.view([n * p, d]));
+    Ok(stats.calibrate(&logits).view([n, grid, grid]))
+}
+
+fn run_funad(
+    prepared: &Prepared,
     vit: Arc<Vit>,
     cfg: &EvalConfig,
     on_event: &mut dyn FnMut(EvalEvent),
-) -> Result<EvalReport> {
+) -> Result<MethodResult> {
+    on_event(EvalEvent::Stage("training FUN-AD"));
     let started = Instant::now();
-    cfg.features.validate(&vit)?;
+    let mut epochs = Vec::new();
+    let mut eval_seconds = 0.0;
+    // Both callbacks report progress; training calls them one after the other.
+    let on_event = std::cell::RefCell::new(on_event);
+    let detector = {
+        let mut on_epoch = |stats: &crate::train::EpochStats, net: &LocalNet| -> Result<()> {
+            if !cfg.every_epoch {
+                return Ok(());
+            }
+            let t = Instant::now();
+            let score_stats =
+                ScoreStats::from_scores(&fit::image_logits(net, &prepared.train_feats)?);
+            let maps = localnet_grids(net, &score_stats, &prepared.test_feats, prepared.grid)?;
+            let m = score_maps(&maps, &prepared.truth, prepared.input_size)?;
+            let epoch = EpochMetrics {
+                epoch: stats.epoch,
+                image_auroc: m.image_auroc,
+                pixel_auroc: m.pixel_auroc,
+                aupro: m.aupro,
+            };
+            (on_event.borrow_mut())(EvalEvent::Epoch(&epoch));
+            epochs.push(epoch);
+            eval_seconds += t.elapsed().as_secs_f64();
+            Ok(())
+        };
+        fit::fit_features_observed(
+            vit,
+            &cfg.features,
+            &cfg.train,
+            &prepared.train_feats,
+            None,
+            &mut |pr| (on_event.borrow_mut())(EvalEvent::Fit(FitEvent::Train(pr))),
+            &mut on_epoch,
+        )?
+    };
+    let fit_seconds = started.elapsed().as_secs_f64() - eval_seconds;
+    let g = prepared.grid;
+    let d = prepared.test_feats.size()[2];
+    let test_maps = detector.score_features(&prepared.test_feats.view([-1, g, g, d]))?;
+    // An explicit count, because a view of no moved images cannot infer it.
+    let moved = prepared.moved_feats();
+    let moved_maps = detector.score_features(&moved.view([moved.size()[0], g, g, d]))?;
+    let name = if cfg.train.synthetic_ratio > 0.0 {
+        "FUN-AD* (synthetic anomalies)"
+    } else {
+        "FUN-AD"
+    };
+    let mut r = result(
+        format!("{name} ({} epochs, last epoch kept)", cfg.train.epochs),
+        Method::Funad,
+        prepared.metrics(&test_maps, &moved_maps)?,
+        fit_seconds,
+    );
+    r.f1_at_threshold = Some(f1(
+        &r.image_scores,
+        &prepared.truth.labels,
+        detector.meta().threshold,
+    ));
+    r.epochs = epochs;
+    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    Ok(r)
+}
+
+/// Returns the epoch that an oracle with test labels would keep: the best
+/// mean of image and pixel AUROC, the selection rule the FUN-AD paper states.
+pub fn oracle_epoch(epochs: &[EpochMetrics]) -> Option<&EpochMetrics> {
+    epochs
+        .iter()
+        .filter(|e| e.image_auroc.is_finite() && e.pixel_auroc.is_finite())
+        .max_by(|a, b| {
+            (a.image_auroc + a.pixel_auroc).total_cmp(&(b.image_auroc + b.pixel_auroc))
+        })
+}
+
+/// Builds the contaminated split, its features (from the dataset cache when
+/// present) and its ground truth.
+fn prepare(vit: &Vit, cfg: &EvalConfig, on_event: &mut dyn FnMut(EvalEvent)) -> Result<(Prepared, f64)> {
     let split = data::contaminated_split(&cfg.root, cfg.ratio, Overlap::NoOverlap, cfg.seed)?;
+    // All images of the folder: with no overlap, train and test together cover them.
+    let all: Vec<PathBuf> = split
+        .train
+        .iter()
+        .cloned()
+        .chain(split.test.iter().map(|s| s.path.clone()))
+        .collect();
+
+    on_event(EvalEvent::Stage("extracting features"));
+    let t0 = Instant::now();
+    let total = all.len();
+    let dataset = feature_cache::dataset_features(
+        vit,
+        &cfg.features,
+        &all,
+        cfg.cache.as_deref(),
+        &mut |done, _| on_event(EvalEvent::Fit(FitEvent::Extract { done, total })),
+    )?;
+    let mut train_feats = dataset.select(&split.train)?;
+    // NOTE: synthetic anomalies depend on the split and seed, so they are
+    // extracted on every run and never cached.
+    let synthetic = fit::synthetic_images(&split.train, cfg.train.synthetic_ratio, cfg.train.seed)?;
+    if !synthetic.is_empty() {
+        let count = synthetic.len();
+        let extra = fit::extract_images(
+            vit,
+            &cfg.features,
+            synthetic.into_iter().map(Ok),
+            count,
+            &mut |done, total| on_event(EvalEvent::Fit(FitEvent::Extract { done, total })),
+        )?;
+        train_feats = Tensor::cat(&[train_feats, extra], 0);
+    }
+    let test_paths: Vec<PathBuf> = split.test.iter().map(|s| s.path.clone()).collect();
+    let test_feats = dataset.select(&test_paths)?;
+    let extract_seconds = t0.elapsed().as_secs_f64();
+
+    on_event(EvalEvent::Stage("loading ground truth"));
     let overlap_test: Vec<data::Sample> = split
         .test
         .iter()
@@ -169,166 +598,135 @@ pub fn evaluate(
         split.train.len() as i64,
         (Kind::Int64, vit.device()),
     );
-    let labels: Vec<bool> = split.test.iter().map(|s| s.is_anomalous()).collect();
+    let prepared = Prepared {
+        truth: GroundTruth::load(&split.test)?,
+        overlap_truth: GroundTruth::load(&overlap_test)?,
+        split,
+        train_feats,
+        test_feats,
+        moved_rows,
+        grid: cfg.features.grid(vit),
+        input_size: cfg.features.input_size,
+    };
+    Ok((prepared, extract_seconds))
+}
 
-    on_event(EvalEvent::Stage("extracting features"));
-    let t0 = Instant::now();
-    let cache_file = cfg
-        .cache
-        .as_ref()
-        .map(|dir| dir.join(format!("{}.safetensors", cache_key(&vit, cfg, &split))));
-    let cached = match &cache_file {
-        Some(f) if f.is_file() => {
-            let named: HashMap<String, Tensor> = Tensor::read_safetensors(f)?.into_iter().collect();
-            match (named.get("train"), named.get("test")) {
-                (Some(a), Some(b)) => Some((a.to_device(vit.device()), b.to_device(vit.device()))),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    let (train_feats, test_feats) = match cached {
-        Some(pair) => pair,
-        None => {
-            let synthetic =
-                fit::synthetic_images(&split.train, cfg.train.synthetic_ratio, cfg.train.seed)?;
-            let train_count = split.train.len() + synthetic.len();
-            let total = train_count + split.test.len();
-            let train_images = split
-                .train
-                .iter()
-                .map(|p| data::load_image(p))
-                .chain(synthetic.into_iter().map(Ok));
-            let train_feats = fit::extract_images(
-                &vit,
-                &cfg.features,
-                train_images,
-                train_count,
-                &mut |done, _| on_event(EvalEvent::Fit(FitEvent::Extract { done, total })),
-            )?;
-            let offset = train_feats.size()[0] as usize;
-            let test_images = split.test.iter().map(|s| data::load_image(&s.path));
-            let test_feats = fit::extract_images(
-                &vit,
-                &cfg.features,
-                test_images,
-                split.test.len(),
-                &mut |done, _| {
-                    on_event(EvalEvent::Fit(FitEvent::Extract {
-                        done: offset + done,
-                        total,
-                    }))
-                },
-            )?;
-            if let Some(f) = &cache_file {
-                std::fs::create_dir_all(f.parent().expect("cache file has a folder"))?;
-                let tmp = f.with_extension("part");
-                Tensor::write_safetensors(&[("train", &train_feats), ("test", &test_feats)], &tmp)?;
-                std::fs::rename(&tmp, f)?;
-            }
-            (train_feats, test_feats)
-        }
-    };
-    let extract_seconds = t0.elapsed().as_secs_f64();
-    let grid = cfg.features.grid(&vit);
-    let (t, p, d) = test_feats.size3()?;
+/// Runs the protocol: every requested method on the same features of the
+/// same contaminated training set, scored in both overlap settings.
+pub fn evaluate(
+    vit: Arc<Vit>,
+    cfg: &EvalConfig,
+    on_event: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalReport> {
+    let started = Instant::now();
+    cfg.features.validate(&vit)?;
+    cfg.baselines.validate()?;
+    if cfg.methods.is_empty() {
+        bail!("no methods to evaluate: pass --methods with knn, patchcore, softpatch or funad");
+    }
+    if cfg.methods.contains(&Method::Funad) {
+        cfg.train.validate()?;
+    }
+    let (prepared, extract_seconds) = prepare(&vit, cfg, on_event)?;
+
     let mut methods = Vec::new();
-
-    // One-class nearest-neighbour baseline (PatchCore without coreset): L2
-    // distance to the nearest of a random sample of training patch features.
-    if cfg.baseline {
-        on_event(EvalEvent::Stage("one-class nearest-neighbour baseline"));
-        let t1 = Instant::now();
-        let flat = train_feats.view([-1, d]);
-        let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
-        rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
-        rows.truncate(cfg.knn_bank.max(1));
-        let bank = flat.index_select(0, &Tensor::from_slice(&rows).to_device(flat.device()));
-        let knn_grid = |feats: &Tensor| {
-            let n = feats.size()[0];
-            knn::nearest_distance(&feats.view([n * p, d]), &bank)
-                .sqrt()
-                .view([n, grid, grid])
+    for &kind in &cfg.methods {
+        let r = match kind {
+            Method::Funad => run_funad(&prepared, vit.clone(), cfg, on_event)?,
+            _ => {
+                on_event(EvalEvent::Stage(match kind {
+                    Method::Knn => "one-class nearest-neighbour baseline",
+                    Method::Patchcore => "PatchCore-style coreset baseline",
+                    _ => "SoftPatch-style baseline",
+                }));
+                run_baseline(&prepared, cfg, kind)?
+            }
         };
-        let knn_maps = knn_grid(&test_feats);
-        let fit_seconds = t1.elapsed().as_secs_f64();
-        let (image, pixel, _) = score_maps(&knn_maps, &split.test, cfg.features.input_size)?;
-        let all = Tensor::cat(
-            &[
-                knn_maps,
-                knn_grid(&train_feats.index_select(0, &moved_rows)),
-            ],
-            0,
-        );
-        let (overlap_image, overlap_pixel, _) =
-            score_maps(&all, &overlap_test, cfg.features.input_size)?;
-        methods.push(MethodResult {
-            method: format!("one-class nearest neighbour ({} patches)", bank.size()[0]),
-            image_auroc: image,
-            pixel_auroc: pixel,
-            overlap_image_auroc: overlap_image,
-            overlap_pixel_auroc: overlap_pixel,
-            f1_at_threshold: None,
-            fit_seconds,
-        });
+        methods.push(r);
     }
 
-    if cfg.funad {
-        on_event(EvalEvent::Stage("training FUN-AD"));
-        let t2 = Instant::now();
-        let detector = fit::fit_features(
-            vit.clone(),
-            &cfg.features,
-            &cfg.train,
-            &train_feats,
-            None,
-            &mut |pr| on_event(EvalEvent::Fit(FitEvent::Train(pr))),
-        )?;
-        let fit_seconds = t2.elapsed().as_secs_f64();
-        let maps = detector.score_features(&test_feats.view([t, grid, grid, d]))?;
-        let (image, pixel, scores) = score_maps(&maps, &split.test, cfg.features.input_size)?;
-        let moved = train_feats.index_select(0, &moved_rows);
-        let moved_maps = detector.score_features(&moved.view([-1, grid, grid, d]))?;
-        let all = Tensor::cat(&[maps, moved_maps], 0);
-        let (overlap_image, overlap_pixel, _) =
-            score_maps(&all, &overlap_test, cfg.features.input_size)?;
-        let name = if cfg.train.synthetic_ratio > 0.0 {
-            "FUN-AD* (synthetic anomalies)"
-        } else {
-            "FUN-AD"
-        };
-        methods.push(MethodResult {
-            method: name.to_string(),
-            image_auroc: image,
-            pixel_auroc: pixel,
-            overlap_image_auroc: overlap_image,
-            overlap_pixel_auroc: overlap_pixel,
-            f1_at_threshold: Some(f1(&scores, &labels, detector.meta().threshold)),
-            fit_seconds,
-        });
-    }
-
+    let split = &prepared.split;
     Ok(EvalReport {
         config: cfg.clone(),
         backbone: vit.id().name.clone(),
         train_images: split.train.len(),
         moved_anomalies: split.moved,
         test_images: split.test.len(),
-        test_anomalies: labels.iter().filter(|&&l| l).count(),
+        test_anomalies: prepared.truth.labels.iter().filter(|&&l| l).count(),
         extract_seconds,
         methods,
+        test: split
+            .test
+            .iter()
+            .map(|s| TestImage {
+                path: s.path.clone(),
+                defect: s.defect.clone(),
+            })
+            .collect(),
         total_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::f1;
+    use super::*;
 
     #[test]
     fn f1_known_value() {
         // tp = 1 (0.9), fp = 1 (0.8), fn = 1 (0.1): F1 = 2 / (2 + 1 + 1) = 0.5.
         let f = f1(&[0.9, 0.8, 0.1, 0.2], &[true, false, true, false], 0.5);
         assert!((f - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn oracle_picks_best_mean() {
+        let e = |epoch, image_auroc, pixel_auroc| EpochMetrics {
+            epoch,
+            image_auroc,
+            pixel_auroc,
+            aupro: 0.0,
+        };
+        let epochs = [e(1, 0.8, 0.7), e(2, 0.9, 0.5), e(3, 0.7, 0.85), e(4, f64::NAN, 1.0)];
+        // Sums 1.5, 1.4, 1.55; epoch 4 has no image AUROC and is skipped.
+        assert_eq!(oracle_epoch(&epochs).unwrap().epoch, 3);
+        assert!(oracle_epoch(&[]).is_none());
+    }
+
+    #[test]
+    fn examples_pick_extremes() {
+        // Four 1×1 grids: defects score 0.9 and 0.2, good images 0.8 and 0.1.
+        let maps = Tensor::from_slice(&[0.9f32, 0.8, 0.2, 0.1]).view([4, 1, 1]);
+        let scores = [0.9, 0.8, 0.2, 0.1];
+        let labels = [true, false, true, false];
+        let examples = example_maps(&maps, &scores, &labels).unwrap();
+        let picked: Vec<(&str, usize)> =
+            examples.iter().map(|e| (e.kind.as_str(), e.test_index)).collect();
+        assert_eq!(
+            picked,
+            [
+                ("best detection", 0),
+                ("best detection", 2),
+                ("missed defect", 2),
+                ("missed defect", 0),
+                ("false alarm", 1),
+                ("false alarm", 3),
+            ]
+        );
+        assert_eq!(examples[4].patch_scores, vec![0.8]);
+    }
+
+    #[test]
+    fn baseline_options_rejected() {
+        assert!(BaselineConfig::default().validate().is_ok());
+        let bad = [
+            BaselineConfig { coreset_ratio: 0.0, ..Default::default() },
+            BaselineConfig { knn_bank: 0, ..Default::default() },
+            BaselineConfig { lof_neighbours: 0, ..Default::default() },
+            BaselineConfig { softpatch_discard: 1.0, ..Default::default() },
+            BaselineConfig { projection_dim: -1, ..Default::default() },
+        ];
+        for b in bad {
+            assert!(b.validate().is_err(), "{b:?}");
+        }
     }
 }

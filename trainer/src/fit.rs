@@ -169,6 +169,19 @@ pub fn fit_features(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Detector> {
+    fit_features_observed(vit, fcfg, tcfg, feats, cancel, on_progress, &mut |_, _| Ok(()))
+}
+
+/// [`fit_features`] with an end-of-epoch callback, as in [`train::train_observed`].
+pub fn fit_features_observed(
+    vit: Arc<Vit>,
+    fcfg: &FeatureConfig,
+    tcfg: &TrainConfig,
+    feats: &Tensor,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&Progress),
+    on_epoch: &mut dyn FnMut(&train::EpochStats, &crate::localnet::LocalNet) -> Result<()>,
+) -> Result<Detector> {
     let feature_size = fcfg.validate(&vit)?;
     let (n, p, d) = feats.size3()?;
     if d != feature_size {
@@ -178,7 +191,7 @@ pub fn fit_features(
     if p != grid * grid {
         bail!("features have {p} patches per image, expected {grid}×{grid}");
     }
-    let trained = train::train(feats, tcfg, cancel, on_progress)?;
+    let trained = train::train_observed(feats, tcfg, cancel, on_progress, on_epoch)?;
 
     let stats = ScoreStats::from_scores(&image_logits(&trained.net, feats)?);
     let threshold = ScoreStats::threshold(tcfg.threshold_mads);

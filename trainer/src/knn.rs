@@ -39,8 +39,13 @@ impl Prepared {
     }
 }
 
-/// Splits `n` rows into blocks of `QUERY_BLOCK` and concatenates `f` of each block.
+/// Splits `n` rows into blocks of `QUERY_BLOCK` and concatenates `f` of each
+/// block. `f` is called once with an empty block when `n` is 0, so that the
+/// result keeps its shape and kind.
 fn blocked(n: i64, mut f: impl FnMut(i64, i64) -> Tensor) -> Tensor {
+    if n == 0 {
+        return f(0, 0);
+    }
     let mut out = Vec::new();
     let mut start = 0;
     while start < n {
@@ -138,6 +143,14 @@ mod tests {
         assert_eq!(d, vec![9.0, 1.0]);
         let plain: Vec<f32> = Vec::try_from(nearest_distance(&q, &bank)).unwrap();
         assert_eq!(plain, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn nearest_of_no_queries_is_empty() {
+        let bank = t(&[[0.0, 0.0], [3.0, 0.0]]);
+        let none = Tensor::zeros([0, 2], (Kind::Float, tch::Device::Cpu));
+        assert_eq!(nearest_distance(&none, &bank).size(), vec![0]);
+        assert_eq!(nearest_distance_excluding_self(&none, &bank, 1e-2).size(), vec![0]);
     }
 
     #[test]

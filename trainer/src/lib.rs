@@ -8,8 +8,10 @@
 //! features. [`model::Detector`] scores images and reads and writes model files.
 
 pub mod backbone;
+pub mod baselines;
 pub mod data;
 pub mod eval;
+pub mod feature_cache;
 pub mod features;
 pub mod fit;
 pub mod gate;

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use funad::data;
-use funad::eval::{self, EvalConfig, EvalEvent};
+use funad::eval::{self, BaselineConfig, EvalConfig, EvalEvent, Method};
 use funad::features::{FeatureConfig, LayerMerge};
 use funad::fit::{self, FitEvent};
 use funad::train::{AdaptorInit, BankNormalisation, Optimizer, TrainConfig};
@@ -244,17 +244,37 @@ struct EvalArgs {
     /// Anomaly-to-normal ratio moved into the training set (0.1 = 10%).
     #[arg(long, default_value_t = 0.1)]
     ratio: f64,
-    /// Patch features in the one-class nearest-neighbour baseline's bank.
-    #[arg(long, default_value_t = 40_000)]
+    /// Methods to run, comma-separated [default: knn,patchcore,softpatch,funad].
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with_all = ["baseline_only", "no_baseline"])]
+    methods: Option<Vec<Method>>,
+    /// Patch features in the one-class nearest-neighbour baseline's random bank.
+    #[arg(long, default_value_t = BaselineConfig::default().knn_bank)]
     knn_bank: usize,
-    /// Only run the nearest-neighbour baseline (to compare feature options quickly).
+    /// Coreset size of the PatchCore- and SoftPatch-style banks, as a share of
+    /// the training patch features.
+    #[arg(long, default_value_t = BaselineConfig::default().coreset_ratio)]
+    coreset_ratio: f64,
+    /// Dimensions of the random projection the coreset is chosen in (0 = none).
+    #[arg(long, default_value_t = BaselineConfig::default().projection_dim)]
+    projection_dim: i64,
+    /// Neighbours of the SoftPatch-style local outlier factor.
+    #[arg(long, default_value_t = BaselineConfig::default().lof_neighbours)]
+    lof_neighbours: i64,
+    /// Share of training images the SoftPatch-style filter drops at each patch position.
+    #[arg(long, default_value_t = BaselineConfig::default().softpatch_discard)]
+    softpatch_discard: f64,
+    /// Measure FUN-AD on the test set after every epoch, to compare the
+    /// label-free last epoch with the best epoch an oracle would pick.
+    #[arg(long)]
+    every_epoch: bool,
+    /// Only run the baselines (knn, patchcore, softpatch).
     #[arg(long, conflicts_with = "no_baseline")]
     baseline_only: bool,
-    /// Skip the nearest-neighbour baseline.
+    /// Only run FUN-AD.
     #[arg(long)]
     no_baseline: bool,
     /// Folder to cache patch features in, so later runs with the same
-    /// backbone, feature options and split skip the backbone.
+    /// backbone, feature options and dataset folder skip the backbone.
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Write the full report as JSON to this file.
@@ -266,6 +286,22 @@ struct EvalArgs {
     features: FeatureArgs,
     #[command(flatten)]
     train: TrainOptions,
+}
+
+impl EvalArgs {
+    fn methods(&self) -> Vec<Method> {
+        if let Some(m) = &self.methods {
+            return m.clone();
+        }
+        let baselines = [Method::Knn, Method::Patchcore, Method::Softpatch];
+        if self.baseline_only {
+            baselines.to_vec()
+        } else if self.no_baseline {
+            vec![Method::Funad]
+        } else {
+            baselines.into_iter().chain([Method::Funad]).collect()
+        }
+    }
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -416,15 +452,25 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         seed: args.train.seed,
         features: args.features.config(&vit),
         train: args.train.config(),
-        knn_bank: args.knn_bank,
-        funad: !args.baseline_only,
-        baseline: !args.no_baseline,
+        methods: args.methods(),
+        baselines: BaselineConfig {
+            knn_bank: args.knn_bank,
+            coreset_ratio: args.coreset_ratio,
+            projection_dim: args.projection_dim,
+            lof_neighbours: args.lof_neighbours,
+            softpatch_discard: args.softpatch_discard,
+        },
+        every_epoch: args.every_epoch,
         cache: args.cache.clone(),
     };
     let mut bars = Bars::new();
     let report = eval::evaluate(vit, &cfg, &mut |e| match e {
         EvalEvent::Stage(s) => eprintln!("{s}"),
         EvalEvent::Fit(f) => bars.on(f),
+        EvalEvent::Epoch(m) => eprintln!(
+            "epoch {}: test image AUROC {:.4}, pixel AUROC {:.4}, AUPRO {:.4}",
+            m.epoch, m.image_auroc, m.pixel_auroc, m.aupro
+        ),
     })?;
     println!(
         "{}: {} training images ({} defects moved in), {} test images ({} defects) \
@@ -437,24 +483,34 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         cfg.seed
     );
     println!(
-        "| method | image AUROC | pixel AUROC | image AUROC, overlap | pixel AUROC, overlap \
-         | F1 at threshold | fit s |"
+        "| method | image AUROC | pixel AUROC | AUPRO | image AUROC, overlap \
+         | pixel AUROC, overlap | AUPRO, overlap | F1 at threshold | fit s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for m in &report.methods {
         let f1 = m
             .f1_at_threshold
             .map(|f| format!("{f:.3}"))
             .unwrap_or_else(|| "–".into());
         println!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {f1} | {:.0} |",
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {f1} | {:.0} |",
             m.method,
             m.image_auroc,
             m.pixel_auroc,
+            m.aupro,
             m.overlap_image_auroc,
             m.overlap_pixel_auroc,
+            m.overlap_aupro,
             m.fit_seconds
         );
+        if let (Some(best), Some(last)) = (eval::oracle_epoch(&m.epochs), m.epochs.last()) {
+            println!(
+                "  oracle epoch {} (best mean of test image and pixel AUROC): {:.4} / {:.4}; \
+                 label-free last epoch {}: {:.4} / {:.4}",
+                best.epoch, best.image_auroc, best.pixel_auroc, last.epoch, last.image_auroc,
+                last.pixel_auroc
+            );
+        }
     }
     println!(
         "feature extraction {:.0} s, total {:.0} s",

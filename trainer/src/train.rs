@@ -305,6 +305,18 @@ pub fn train(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Trained> {
+    train_observed(features, cfg, cancel, on_progress, &mut |_, _| Ok(()))
+}
+
+/// [`train`], also calling `on_epoch` with each epoch's statistics and the
+/// network at the end of that epoch (an error from it stops training).
+pub fn train_observed(
+    features: &Tensor,
+    cfg: &TrainConfig,
+    cancel: Option<&AtomicBool>,
+    on_progress: &mut dyn FnMut(&Progress),
+    on_epoch: &mut dyn FnMut(&EpochStats, &LocalNet) -> Result<()>,
+) -> Result<Trained> {
     cfg.validate()?;
     let (n, p, d) = features.size3()?;
     if (n as usize) < cfg.batch_size.min(2) || n < 2 {
@@ -411,6 +423,7 @@ pub fn train(
             stats.bank_size,
             stats.seconds
         );
+        on_epoch(&stats, &net)?;
         history.push(stats);
     }
     Ok(Trained { vs, net, history })
