@@ -227,7 +227,10 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     assert_eq!(r["test_images"], 19);
     assert_eq!(r["test_anomalies"], 9);
     let methods = r["methods"].as_array().unwrap();
-    let kinds: Vec<&str> = methods.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = methods
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["knn", "patchcore", "softpatch", "funad"]);
     for m in methods {
         for key in [
@@ -248,11 +251,24 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     // Ratio 0 moves nothing, so both overlap settings score the same images.
     let clean = root.join("clean.json");
     let out = run(funad()
-        .args(["eval", "--methods", "knn,funad", "--epochs", "1", "--ratio", "0", "--data"])
+        .args([
+            "eval",
+            "--methods",
+            "knn,funad",
+            "--epochs",
+            "1",
+            "--ratio",
+            "0",
+            "--data",
+        ])
         .arg(root)
         .arg("--json")
         .arg(&clean));
-    assert!(out.status.success(), "eval at ratio 0 failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "eval at ratio 0 failed: {}",
+        stderr(&out)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&clean).unwrap()).unwrap();
     assert_eq!(r["moved_anomalies"], 0);
     assert_eq!(r["test_anomalies"], 12);
@@ -262,7 +278,14 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     }
     // An invalid baseline option is rejected with its value and a fix.
     let out = run(funad()
-        .args(["eval", "--methods", "patchcore", "--coreset-ratio", "0", "--data"])
+        .args([
+            "eval",
+            "--methods",
+            "patchcore",
+            "--coreset-ratio",
+            "0",
+            "--data",
+        ])
         .arg(root));
     assert!(!out.status.success());
     assert!(

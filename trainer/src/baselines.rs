@@ -109,7 +109,12 @@ pub fn coreset_bank(
     let (n, d) = features.size2()?;
     let count = count.clamp(1, n.max(1) as usize);
     let projected = if projection_dim > 0 && projection_dim < d {
-        features.mm(&random_projection(d, projection_dim, seed, features.device()))
+        features.mm(&random_projection(
+            d,
+            projection_dim,
+            seed,
+            features.device(),
+        ))
     } else {
         features.shallow_clone()
     };
@@ -138,7 +143,10 @@ pub fn local_outlier_factor(points: &Tensor, k: i64) -> Result<Tensor> {
     let mut start = 0;
     while start < groups {
         let len = LOF_POSITION_BLOCK.min(groups - start);
-        out.push(lof_block(&points.narrow(0, start, len).to_kind(Kind::Float), k));
+        out.push(lof_block(
+            &points.narrow(0, start, len).to_kind(Kind::Float),
+            k,
+        ));
         start += len;
     }
     Ok(Tensor::cat(&out, 0))
@@ -147,13 +155,11 @@ pub fn local_outlier_factor(points: &Tensor, k: i64) -> Result<Tensor> {
 fn lof_block(x: &Tensor, k: i64) -> Tensor {
     let (g, n, _) = x.size3().expect("points are [groups, n, d]");
     let norms = x.square().sum_dim_intlist(2, true, Kind::Float);
-    let squared = (&norms + norms.transpose(1, 2) - x.matmul(&x.transpose(1, 2)) * 2.0)
-        .clamp_min(0.0);
+    let squared =
+        (&norms + norms.transpose(1, 2) - x.matmul(&x.transpose(1, 2)) * 2.0).clamp_min(0.0);
     // A point is not its own neighbour.
     let eye = Tensor::eye(n, (Kind::Bool, x.device())).unsqueeze(0);
-    let distances = squared
-        .sqrt()
-        .masked_fill(&eye, f64::INFINITY);
+    let distances = squared.sqrt().masked_fill(&eye, f64::INFINITY);
     let (neighbour_distances, neighbours) = distances.topk(k, 2, false, true);
     let k_distance = neighbour_distances.select(2, k - 1);
     let flat = neighbours.view([g, n * k]);
@@ -249,7 +255,8 @@ mod tests {
         // Points 0, 1, 2, 10 with k = 2. k-distances: 2, 1, 2, 9.
         // lrd: 2/3, 1/2, 2/3, 2/17. LOF: 7/8, 4/3, 7/8, 119/24.
         let points = column(&[0.0, 1.0, 2.0, 10.0]).unsqueeze(0);
-        let lof: Vec<f32> = Vec::try_from(local_outlier_factor(&points, 2).unwrap().get(0)).unwrap();
+        let lof: Vec<f32> =
+            Vec::try_from(local_outlier_factor(&points, 2).unwrap().get(0)).unwrap();
         let expected = [7.0 / 8.0, 4.0 / 3.0, 7.0 / 8.0, 119.0 / 24.0];
         for (got, want) in lof.iter().zip(expected) {
             assert!((*got as f64 - want).abs() < 1e-5, "LOF {lof:?}");
@@ -261,7 +268,8 @@ mod tests {
     fn softpatch_drops_outlier_per_position() {
         // 4 images, 2 positions, 1-D features. Position 0: image 3 is the
         // outlier; position 1: image 0 is.
-        let feats = Tensor::from_slice(&[0.0f32, 10.0, 1.0, 1.0, 2.0, 2.0, 10.0, 0.0]).view([4, 2, 1]);
+        let feats =
+            Tensor::from_slice(&[0.0f32, 10.0, 1.0, 1.0, 2.0, 2.0, 10.0, 0.0]).view([4, 2, 1]);
         let keep: Vec<bool> =
             Vec::try_from(softpatch_keep_mask(&feats, 2, 0.25).unwrap().flatten(0, 1)).unwrap();
         assert_eq!(keep, vec![true, false, true, true, true, true, false, true]);

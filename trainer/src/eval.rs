@@ -161,9 +161,27 @@ fn example_maps(maps: &Tensor, image_scores: &[f32], labels: &[bool]) -> Result<
     defects.sort_by(descending);
     good.sort_by(descending);
     let picks = [
-        ("best detection", defects.iter().take(EXAMPLES_PER_KIND).copied().collect::<Vec<_>>()),
-        ("missed defect", defects.iter().rev().take(EXAMPLES_PER_KIND).copied().collect()),
-        ("false alarm", good.iter().take(EXAMPLES_PER_KIND).copied().collect()),
+        (
+            "best detection",
+            defects
+                .iter()
+                .take(EXAMPLES_PER_KIND)
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "missed defect",
+            defects
+                .iter()
+                .rev()
+                .take(EXAMPLES_PER_KIND)
+                .copied()
+                .collect(),
+        ),
+        (
+            "false alarm",
+            good.iter().take(EXAMPLES_PER_KIND).copied().collect(),
+        ),
     ];
     let mut out = Vec::new();
     for (kind, indices) in picks {
@@ -395,7 +413,12 @@ fn bank_method(
     };
     let test_maps = grids(&prepared.test_feats);
     let moved_maps = grids(&prepared.moved_feats());
-    let mut r = result(name, kind, prepared.metrics(&test_maps, &moved_maps)?, fit_seconds);
+    let mut r = result(
+        name,
+        kind,
+        prepared.metrics(&test_maps, &moved_maps)?,
+        fit_seconds,
+    );
     r.bank_size = Some(bank.size()[0]);
     r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
     Ok(r)
@@ -423,7 +446,10 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
     let (bank, name) = match kind {
         Method::Knn => {
             let bank = random_bank(prepared, cfg)?;
-            let name = format!("one-class nearest neighbour ({} random patches)", bank.size()[0]);
+            let name = format!(
+                "one-class nearest neighbour ({} random patches)",
+                bank.size()[0]
+            );
             (bank, name)
         }
         Method::Patchcore => {
@@ -540,14 +566,16 @@ pub fn oracle_epoch(epochs: &[EpochMetrics]) -> Option<&EpochMetrics> {
     epochs
         .iter()
         .filter(|e| e.image_auroc.is_finite() && e.pixel_auroc.is_finite())
-        .max_by(|a, b| {
-            (a.image_auroc + a.pixel_auroc).total_cmp(&(b.image_auroc + b.pixel_auroc))
-        })
+        .max_by(|a, b| (a.image_auroc + a.pixel_auroc).total_cmp(&(b.image_auroc + b.pixel_auroc)))
 }
 
 /// Builds the contaminated split, its features (from the dataset cache when
 /// present) and its ground truth.
-fn prepare(vit: &Vit, cfg: &EvalConfig, on_event: &mut dyn FnMut(EvalEvent)) -> Result<(Prepared, f64)> {
+fn prepare(
+    vit: &Vit,
+    cfg: &EvalConfig,
+    on_event: &mut dyn FnMut(EvalEvent),
+) -> Result<(Prepared, f64)> {
     let split = data::contaminated_split(&cfg.root, cfg.ratio, Overlap::NoOverlap, cfg.seed)?;
     // All images of the folder: with no overlap, train and test together cover them.
     let all: Vec<PathBuf> = split
@@ -686,7 +714,12 @@ mod tests {
             pixel_auroc,
             aupro: 0.0,
         };
-        let epochs = [e(1, 0.8, 0.7), e(2, 0.9, 0.5), e(3, 0.7, 0.85), e(4, f64::NAN, 1.0)];
+        let epochs = [
+            e(1, 0.8, 0.7),
+            e(2, 0.9, 0.5),
+            e(3, 0.7, 0.85),
+            e(4, f64::NAN, 1.0),
+        ];
         // Sums 1.5, 1.4, 1.55; epoch 4 has no image AUROC and is skipped.
         assert_eq!(oracle_epoch(&epochs).unwrap().epoch, 3);
         assert!(oracle_epoch(&[]).is_none());
@@ -699,8 +732,10 @@ mod tests {
         let scores = [0.9, 0.8, 0.2, 0.1];
         let labels = [true, false, true, false];
         let examples = example_maps(&maps, &scores, &labels).unwrap();
-        let picked: Vec<(&str, usize)> =
-            examples.iter().map(|e| (e.kind.as_str(), e.test_index)).collect();
+        let picked: Vec<(&str, usize)> = examples
+            .iter()
+            .map(|e| (e.kind.as_str(), e.test_index))
+            .collect();
         assert_eq!(
             picked,
             [
@@ -719,11 +754,26 @@ mod tests {
     fn baseline_options_rejected() {
         assert!(BaselineConfig::default().validate().is_ok());
         let bad = [
-            BaselineConfig { coreset_ratio: 0.0, ..Default::default() },
-            BaselineConfig { knn_bank: 0, ..Default::default() },
-            BaselineConfig { lof_neighbours: 0, ..Default::default() },
-            BaselineConfig { softpatch_discard: 1.0, ..Default::default() },
-            BaselineConfig { projection_dim: -1, ..Default::default() },
+            BaselineConfig {
+                coreset_ratio: 0.0,
+                ..Default::default()
+            },
+            BaselineConfig {
+                knn_bank: 0,
+                ..Default::default()
+            },
+            BaselineConfig {
+                lof_neighbours: 0,
+                ..Default::default()
+            },
+            BaselineConfig {
+                softpatch_discard: 1.0,
+                ..Default::default()
+            },
+            BaselineConfig {
+                projection_dim: -1,
+                ..Default::default()
+            },
         ];
         for b in bad {
             assert!(b.validate().is_err(), "{b:?}");

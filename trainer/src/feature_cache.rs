@@ -26,7 +26,10 @@ impl DatasetFeatures {
             .iter()
             .map(|p| {
                 self.rows.get(p).copied().with_context(|| {
-                    format!("no cached features for {}; delete the cache file", p.display())
+                    format!(
+                        "no cached features for {}; delete the cache file",
+                        p.display()
+                    )
                 })
             })
             .collect::<Result<_>>()?;
@@ -120,7 +123,10 @@ mod tests {
         let picked = dataset
             .select(&[PathBuf::from("c.png"), PathBuf::from("a.png")])
             .unwrap();
-        assert_eq!(Vec::<f32>::try_from(picked.flatten(0, 2)).unwrap(), vec![2.0, 0.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(picked.flatten(0, 2)).unwrap(),
+            vec![2.0, 0.0]
+        );
         let missing = dataset.select(&[PathBuf::from("d.png")]).unwrap_err();
         assert!(missing.to_string().contains("d.png"), "{missing}");
     }

@@ -169,7 +169,9 @@ pub fn fit_features(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Detector> {
-    fit_features_observed(vit, fcfg, tcfg, feats, cancel, on_progress, &mut |_, _| Ok(()))
+    fit_features_observed(vit, fcfg, tcfg, feats, cancel, on_progress, &mut |_, _| {
+        Ok(())
+    })
 }
 
 /// [`fit_features`] with an end-of-epoch callback, as in [`train::train_observed`].

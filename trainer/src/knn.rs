@@ -150,7 +150,10 @@ mod tests {
         let bank = t(&[[0.0, 0.0], [3.0, 0.0]]);
         let none = Tensor::zeros([0, 2], (Kind::Float, tch::Device::Cpu));
         assert_eq!(nearest_distance(&none, &bank).size(), vec![0]);
-        assert_eq!(nearest_distance_excluding_self(&none, &bank, 1e-2).size(), vec![0]);
+        assert_eq!(
+            nearest_distance_excluding_self(&none, &bank, 1e-2).size(),
+            vec![0]
+        );
     }
 
     #[test]

@@ -507,7 +507,11 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             println!(
                 "  oracle epoch {} (best mean of test image and pixel AUROC): {:.4} / {:.4}; \
                  label-free last epoch {}: {:.4} / {:.4}",
-                best.epoch, best.image_auroc, best.pixel_auroc, last.epoch, last.image_auroc,
+                best.epoch,
+                best.image_auroc,
+                best.pixel_auroc,
+                last.epoch,
+                last.image_auroc,
                 last.pixel_auroc
             );
         }

@@ -154,7 +154,11 @@ fn descending_order(scores: &[f32]) -> Vec<u64> {
             let bits = s.to_bits();
             // Flip negatives entirely and set the sign bit of positives, so the
             // unsigned order is the float order; then invert it for descending.
-            let ascending = if bits >> 31 == 1 { !bits } else { bits | 0x8000_0000 };
+            let ascending = if bits >> 31 == 1 {
+                !bits
+            } else {
+                bits | 0x8000_0000
+            };
             (u64::from(!ascending) << 32) | i as u64
         })
         .collect();
@@ -165,7 +169,11 @@ fn descending_order(scores: &[f32]) -> Vec<u64> {
 /// Pixel AUROC and [`aupro`] of pixel `scores` against `labels`, sharing one
 /// descending sort of the pixels.
 pub fn pixel_metrics(scores: &[f32], labels: &RegionLabels, max_fpr: f64) -> PixelMetrics {
-    assert_eq!(scores.len(), labels.len(), "one region label per pixel score");
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "one region label per pixel score"
+    );
     assert!(
         max_fpr > 0.0 && max_fpr <= 1.0,
         "max_fpr = {max_fpr} must lie in (0, 1]"

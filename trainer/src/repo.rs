@@ -243,6 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn served_file_is_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = ModelRepo::new(&dir.path().join("m.safetensors"), 2).unwrap();
+        write_atomic(&repo.version_path(1, false), b"x").unwrap();
+        let mode = fs::metadata(repo.version_path(1, false))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "mode {mode:o}");
+    }
+
+    #[test]
     fn prune_keeps_the_newest_and_the_protected_version() {
         let dir = tempfile::tempdir().unwrap();
         let repo = ModelRepo::new(&dir.path().join("m.safetensors"), 2).unwrap();
