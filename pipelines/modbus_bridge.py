@@ -4,7 +4,7 @@
 The bridge reads the JSON lines of funadjson (schema version 2) from standard
 input or from a tcpserversink. It serves the newest result, or in handshake
 mode a queue of results, as a block of 16-bit registers laid out the way
-machine-vision cameras expose inspection results. plugin/SCHEMA.md holds
+machine-vision cameras expose inspection results. plugin/SCHEMA.md contains
 the register map. Run it with the project's virtual environment, where
 scripts/setup.sh installs the pinned pymodbus 3.16.1 (its SimDevice API,
 which the bridge uses, is marked experimental there):

@@ -13,8 +13,8 @@
 //! the ratio of their median rates is printed.
 //!
 //! A last run lets funadtrain write over the scorer's own model file with a
-//! short training, and prints the gap between the last frame of the old
-//! version and the first of the new one against the median gap between frames.
+//! short training. It prints the gap between the last frame of the old
+//! version and the first of the new one, against the median gap between frames.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,29 @@ fn frames(dir: &Path, count: usize) -> Result<Vec<gst::Buffer>> {
     Ok(out)
 }
 
+/// Caps of the `SIDE`×`SIDE` RGB frames at 10 frames/s.
+fn rgb_caps() -> Result<gst::Caps> {
+    Ok(
+        gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, SIDE, SIDE)
+            .fps(gst::Fraction::new(10, 1))
+            .build()?
+            .to_caps()?,
+    )
+}
+
+/// Waits up to 10 minutes for EOS, failing on a pipeline error.
+fn wait_for_eos(pipeline: &gst::Pipeline) -> Result<()> {
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
+            _ => {}
+        }
+    }
+    bail!("no EOS within 10 minutes")
+}
+
 /// Scoring rate in frames/s; with `train`, over the frames scored while a training ran.
 fn run(model: &Path, frames: &[gst::Buffer], train: Option<i32>) -> Result<f64> {
     let store = tempfile::tempdir()?;
@@ -85,12 +108,7 @@ fn run(model: &Path, frames: &[gst::Buffer], train: Option<i32>) -> Result<f64> 
         .unwrap()
         .downcast::<gst_app::AppSrc>()
         .unwrap();
-    src.set_caps(Some(
-        &gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, SIDE, SIDE)
-            .fps(gst::Fraction::new(10, 1))
-            .build()?
-            .to_caps()?,
-    ));
+    src.set_caps(Some(&rgb_caps()?));
     let trainer = pipeline.by_name("train");
     let training = Arc::new(AtomicBool::new(train.is_none()));
     let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -133,14 +151,7 @@ fn run(model: &Path, frames: &[gst::Buffer], train: Option<i32>) -> Result<f64> 
         }
     }
     src.end_of_stream()?;
-    let bus = pipeline.bus().unwrap();
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
-            _ => {}
-        }
-    }
+    wait_for_eos(&pipeline)?;
     if let Some(t) = &trainer {
         if !t.property::<bool>("training") {
             bail!("the training ended before the scoring run; raise epochs");
@@ -182,12 +193,7 @@ fn swap_gap(model: &Path, frames: &[gst::Buffer]) -> Result<(f64, f64)> {
         .unwrap()
         .downcast::<gst_app::AppSrc>()
         .unwrap();
-    src.set_caps(Some(
-        &gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, SIDE, SIDE)
-            .fps(gst::Fraction::new(10, 1))
-            .build()?
-            .to_caps()?,
-    ));
+    src.set_caps(Some(&rgb_caps()?));
     let trainer = pipeline.by_name("train").unwrap();
     let seen: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
     let sink = pipeline
@@ -212,22 +218,15 @@ fn swap_gap(model: &Path, frames: &[gst::Buffer]) -> Result<(f64, f64)> {
         );
     }
     pipeline.set_state(gst::State::Playing)?;
-    let mut asked = false;
+    let mut requested = false;
     for (i, buffer) in frames.iter().enumerate() {
         src.push_buffer(buffer.clone())?;
-        if !asked && i >= 40 {
-            asked = trainer.emit_by_name::<bool>("train", &[]);
+        if !requested && i >= 40 {
+            requested = trainer.emit_by_name::<bool>("train", &[]);
         }
     }
     src.end_of_stream()?;
-    let bus = pipeline.bus().unwrap();
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => bail!("pipeline error: {}", e.error()),
-            _ => {}
-        }
-    }
+    wait_for_eos(&pipeline)?;
     pipeline.set_state(gst::State::Null)?;
     let seen = seen.lock().unwrap();
     let first_version = seen.first().map_or(0, |s| s.1);

@@ -216,8 +216,8 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], abort_halfway: bool) -> Result<
         .suffix(".part")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // tempfile creates the file private (0600); a model or state file is read
-    // by other processes, possibly of other users, like any file written in place.
+    // tempfile creates the file private (0600). Other processes, possibly of
+    // other users, read model and state files, so they get the usual 0644.
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()

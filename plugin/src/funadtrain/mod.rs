@@ -11,7 +11,7 @@
 //!
 //! ## Frame store
 //!
-//! `store-location` holds the frames as PNG files. Every `holdout-every`-th
+//! `store-location` contains the frames as PNG files. Every `holdout-every`-th
 //! frame goes to `store-location/holdout` instead, which keeps the newest
 //! `holdout-frames` for the acceptance gate; no model ever trains on them.
 //! The training store keeps a uniform random sample of all frames offered
@@ -27,7 +27,7 @@
 //!
 //! A training starts after `train-every-frames` newly stored frames, every
 //! `train-interval` seconds, daily at `train-at` (local time), or on the
-//! `train` action signal, once the store holds `min-frames` frames. One
+//! `train` action signal, once the store contains `min-frames` frames. One
 //! training runs at a time, on its own thread at the `nice` value given.
 //! Going to READY or NULL cancels it within about one batch.
 //!

@@ -77,7 +77,7 @@ pub fn map_values(line: &Value) -> Vec<f32> {
 }
 
 /// Checks that a line carries the result of `result`, as the meta or the
-/// message of the same frame holds it.
+/// message of the same frame contains it.
 pub fn check_matches_result(line: &Value, result: &gstfunad::FunadResult) {
     assert_eq!(line["result_id"], result.result_id.hyphenated().to_string());
     assert_eq!(line["frame_sequence"], result.sequence);

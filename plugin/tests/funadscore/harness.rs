@@ -76,7 +76,8 @@ fn check_scored_meta(meta: &FunadMeta, sequence: u64) -> FunadResult {
 /// Checks the regions of a scored result: present exactly for NG, inside the
 /// frame, above the threshold, and the strongest one at the image score.
 pub fn check_regions(result: &FunadResult) {
-    assert!(result.frame_width > 0 && result.frame_height > 0);
+    assert!(result.frame_width > 0);
+    assert!(result.frame_height > 0);
     assert_eq!(
         result.regions.is_empty(),
         result.verdict == FunadVerdict::Ok,
@@ -85,7 +86,8 @@ pub fn check_regions(result: &FunadResult) {
         result.verdict
     );
     for region in &result.regions {
-        assert!(region.width >= 1 && region.height >= 1, "{region:?}");
+        assert!(region.width >= 1, "{region:?}");
+        assert!(region.height >= 1, "{region:?}");
         assert!(
             region.x + region.width <= result.frame_width,
             "{region:?} leaves a frame {} wide",
