@@ -226,6 +226,9 @@ pub fn writer_loop(shared: Arc<Shared>, frames: Receiver<Frame>) {
     }
 }
 
+// NOTE: on a quiet 2-core machine, scoring still ran at about half its rate
+// while a nice-10 training ran (docs/benchmarks.md); the nice value alone does
+// not reserve the cores for scoring.
 /// Lowers the scheduling priority of the calling thread (and of the
 /// threads it starts, which inherit it) to `nice`.
 fn set_thread_nice(nice: i32) -> std::io::Result<()> {
