@@ -19,6 +19,7 @@ use crate::data::{self, Overlap};
 use crate::feature_cache;
 use crate::features::FeatureConfig;
 use crate::fit::{self, FitEvent};
+use crate::head::ScoreHead;
 use crate::knn;
 use crate::localnet::LocalNet;
 use crate::map;
@@ -120,6 +121,10 @@ pub struct EvalConfig {
     /// Measure FUN-AD on the test set after every epoch, for the oracle
     /// comparison only. Training does not read these numbers.
     pub every_epoch: bool,
+    /// Also score the trained FUN-AD model with the other score heads.
+    pub compare_heads: bool,
+    /// Also score it with the bank head at each of these scoring-bank shares.
+    pub compare_bank_shares: Vec<f64>,
     /// Folder where patch features are cached between runs (none: no cache).
     pub cache: Option<PathBuf>,
 }
@@ -206,6 +211,9 @@ pub struct MethodResult {
     pub kind: Method,
     pub image_auroc: f64,
     pub pixel_auroc: f64,
+    /// Pixel AUROC with every image and mask resized to the square model
+    /// input, so each image weighs the same (No overlap).
+    pub pixel_auroc_at_input: f64,
     /// Area under the PRO curve up to FPR 0.3, normalised by 0.3.
     pub aupro: f64,
     pub overlap_image_auroc: f64,
@@ -220,6 +228,9 @@ pub struct MethodResult {
     pub image_scores: Vec<f32>,
     /// Per-epoch test metrics (FUN-AD with `every_epoch` only).
     pub epochs: Vec<EpochMetrics>,
+    /// FUN-AD's training statistics per epoch, with the pseudo-label
+    /// diagnostics against the moved images' masks.
+    pub history: Vec<crate::train::EpochStats>,
     /// Score grids of a few best, missed and falsely alarmed test images.
     pub examples: Vec<ExampleMap>,
 }
@@ -277,12 +288,15 @@ struct GroundTruth {
     /// Image width and height of every sample.
     sizes: Vec<(i64, i64)>,
     regions: RegionLabels,
+    /// Every mask resized to the square model input, concatenated.
+    input_masks: Vec<bool>,
 }
 
 impl GroundTruth {
-    fn load(test: &[data::Sample]) -> Result<Self> {
+    fn load(test: &[data::Sample], input_size: i64) -> Result<Self> {
         let mut sizes = Vec::with_capacity(test.len());
         let mut regions = RegionLabels::new();
+        let mut input_masks = Vec::new();
         for sample in test {
             let (w, h) = image::image_dimensions(&sample.path)?;
             let (w, h) = (w as i64, h as i64);
@@ -296,9 +310,23 @@ impl GroundTruth {
                             m.size()
                         );
                     }
+                    // Area resampling, then the defect share above one half: the
+                    // mask as the model input sees it.
+                    let small = m
+                        .to_kind(Kind::Float)
+                        .view([1, 1, h, w])
+                        .upsample_bilinear2d([input_size, input_size], false, None, None)
+                        .gt(0.5);
+                    input_masks.extend(Vec::<bool>::try_from(small.flatten(0, 3))?);
                     Vec::<bool>::try_from(m.flatten(0, 1))?
                 }
-                None => vec![false; (w * h) as usize],
+                None => {
+                    input_masks.extend(std::iter::repeat_n(
+                        false,
+                        (input_size * input_size) as usize,
+                    ));
+                    vec![false; (w * h) as usize]
+                }
             };
             regions
                 .push_mask(&mask, w as usize)
@@ -309,6 +337,7 @@ impl GroundTruth {
             labels: test.iter().map(|s| s.is_anomalous()).collect(),
             sizes,
             regions,
+            input_masks,
         })
     }
 }
@@ -317,6 +346,7 @@ impl GroundTruth {
 struct MapMetrics {
     image_auroc: f64,
     pixel_auroc: f64,
+    pixel_auroc_at_input: f64,
     aupro: f64,
     image_scores: Vec<f32>,
 }
@@ -328,16 +358,20 @@ fn score_maps(maps: &Tensor, truth: &GroundTruth, input_size: i64) -> Result<Map
     let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
     let mut image_scores = Vec::with_capacity(truth.sizes.len());
     let mut pixel_scores: Vec<f32> = Vec::with_capacity(truth.regions.len());
+    let mut input_scores: Vec<f32> = Vec::with_capacity(truth.input_masks.len());
     for (i, &(w, h)) in truth.sizes.iter().enumerate() {
         let grid = maps.get(i as i64);
         image_scores.push(f32::try_from(grid.max())?);
         let amap = map::anomaly_map(&grid, w, h, input_size);
         pixel_scores.extend(Vec::<f32>::try_from(amap.flatten(0, 1))?);
+        let at_input = map::anomaly_map(&grid, input_size, input_size, input_size);
+        input_scores.extend(Vec::<f32>::try_from(at_input.flatten(0, 1))?);
     }
     let pixel = metrics::pixel_metrics(&pixel_scores, &truth.regions, AUPRO_MAX_FPR);
     Ok(MapMetrics {
         image_auroc: auroc(&image_scores, &truth.labels).unwrap_or(f64::NAN),
         pixel_auroc: pixel.auroc.unwrap_or(f64::NAN),
+        pixel_auroc_at_input: auroc(&input_scores, &truth.input_masks).unwrap_or(f64::NAN),
         aupro: pixel.aupro.unwrap_or(f64::NAN),
         image_scores,
     })
@@ -350,6 +384,9 @@ struct Prepared {
     train_feats: Tensor,
     test_feats: Tensor,
     moved_rows: Tensor,
+    /// Patch labels `[N, P]` of the training images (true: the patch touches
+    /// a defect), for the pseudo-label diagnostics only.
+    train_truth: Tensor,
     truth: GroundTruth,
     overlap_truth: GroundTruth,
     grid: i64,
@@ -382,6 +419,7 @@ fn result(
         kind,
         image_auroc: no_overlap.image_auroc,
         pixel_auroc: no_overlap.pixel_auroc,
+        pixel_auroc_at_input: no_overlap.pixel_auroc_at_input,
         aupro: no_overlap.aupro,
         overlap_image_auroc: overlap.image_auroc,
         overlap_pixel_auroc: overlap.pixel_auroc,
@@ -391,6 +429,7 @@ fn result(
         bank_size: None,
         image_scores: no_overlap.image_scores,
         epochs: Vec::new(),
+        history: Vec::new(),
         examples: Vec::new(),
     }
 }
@@ -481,20 +520,12 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
     bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64())
 }
 
-/// Score grids `[N, g, g]` of features `[N, P, D]` by a network whose
-/// logits are calibrated with `stats`, as [`crate::Detector`] does.
-fn localnet_grids(net: &LocalNet, stats: &ScoreStats, feats: &Tensor, grid: i64) -> Result<Tensor> {
-    let (n, p, d) = feats.size3()?;
-    let logits = net.logits(&feats.view([n * p, d]));
-    Ok(stats.calibrate(&logits).view([n, grid, grid]))
-}
-
 fn run_funad(
     prepared: &Prepared,
     vit: Arc<Vit>,
     cfg: &EvalConfig,
     on_event: &mut dyn FnMut(EvalEvent),
-) -> Result<MethodResult> {
+) -> Result<Vec<MethodResult>> {
     on_event(EvalEvent::Stage("training FUN-AD"));
     let started = Instant::now();
     let mut epochs = Vec::new();
@@ -507,9 +538,7 @@ fn run_funad(
                 return Ok(());
             }
             let t = Instant::now();
-            let score_stats =
-                ScoreStats::from_scores(&fit::image_logits(net, &prepared.train_feats)?);
-            let maps = localnet_grids(net, &score_stats, &prepared.test_feats, prepared.grid)?;
+            let (maps, _, _) = head_grids(prepared, net, cfg, cfg.train.score_head)?;
             let m = score_maps(&maps, &prepared.truth, prepared.input_size)?;
             let epoch = EpochMetrics {
                 epoch: stats.epoch,
@@ -530,6 +559,7 @@ fn run_funad(
             None,
             &mut |pr| (on_event.borrow_mut())(EvalEvent::Fit(FitEvent::Train(pr))),
             &mut on_epoch,
+            Some(&prepared.train_truth),
         )?
     };
     let fit_seconds = started.elapsed().as_secs_f64() - eval_seconds;
@@ -556,6 +586,94 @@ fn run_funad(
         detector.meta().threshold,
     ));
     r.epochs = epochs;
+    r.history = detector.meta().history.clone();
+    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    let mut results = vec![r];
+    if cfg.compare_heads {
+        for head in [ScoreHead::Discriminator, ScoreHead::Bank, ScoreHead::Blend] {
+            if head == cfg.train.score_head {
+                continue;
+            }
+            (on_event.borrow_mut())(EvalEvent::Stage("scoring with another head"));
+            let t = Instant::now();
+            let mut r = head_result(prepared, &detector, cfg, head)?;
+            r.method = format!("{name} ({} epochs, {head:?} head)", cfg.train.epochs);
+            r.fit_seconds = fit_seconds + t.elapsed().as_secs_f64();
+            results.push(r);
+        }
+    }
+    for &share in &cfg.compare_bank_shares {
+        (on_event.borrow_mut())(EvalEvent::Stage("scoring with another bank share"));
+        let t = Instant::now();
+        let mut other = cfg.clone();
+        other.train.score_bank_share = share;
+        let mut r = head_result(prepared, &detector, &other, ScoreHead::Bank)?;
+        r.method = format!(
+            "{name} ({} epochs, Bank head, {:.0}% of images)",
+            cfg.train.epochs,
+            share * 100.0
+        );
+        r.fit_seconds = fit_seconds + t.elapsed().as_secs_f64();
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// Calibrated score grids of the test and the moved images under `head`,
+/// built from `net` and the training features as [`fit::fit_features`]
+/// does, and the size of the head's bank.
+fn head_grids(
+    prepared: &Prepared,
+    net: &LocalNet,
+    cfg: &EvalConfig,
+    head: ScoreHead,
+) -> Result<(Tensor, Tensor, Option<i64>)> {
+    let t = &cfg.train;
+    let (parts, maxima) = crate::head::build(
+        net,
+        &prepared.train_feats,
+        head,
+        crate::head::BankOptions {
+            image_share: t.score_bank_share,
+            max_features: t.score_bank_features,
+            self_eps: t.self_eps,
+            seed: t.seed,
+        },
+    )?;
+    let stats = ScoreStats::from_scores(&maxima);
+    let g = prepared.grid;
+    let grids = |feats: &Tensor| -> Result<Tensor> {
+        let (n, p, d) = feats.size3()?;
+        let raw = parts.raw(net, &feats.view([n * p, d]))?;
+        Ok(stats.calibrate(&raw).view([n, g, g]))
+    };
+    Ok((
+        grids(&prepared.test_feats)?,
+        grids(&prepared.moved_feats())?,
+        parts.bank.as_ref().map(|b| b.size()[0]),
+    ))
+}
+
+/// Scores the test set with the trained Local-Net of `detector` through another score head.
+fn head_result(
+    prepared: &Prepared,
+    detector: &crate::Detector,
+    cfg: &EvalConfig,
+    head: ScoreHead,
+) -> Result<MethodResult> {
+    let (test_maps, moved_maps, bank_size) = head_grids(prepared, detector.local_net(), cfg, head)?;
+    let mut r = result(
+        String::new(),
+        Method::Funad,
+        prepared.metrics(&test_maps, &moved_maps)?,
+        0.0,
+    );
+    r.f1_at_threshold = Some(f1(
+        &r.image_scores,
+        &prepared.truth.labels,
+        detector.meta().threshold,
+    ));
+    r.bank_size = bank_size;
     r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
     Ok(r)
 }
@@ -626,14 +744,40 @@ fn prepare(
         split.train.len() as i64,
         (Kind::Int64, vit.device()),
     );
+    let grid = cfg.features.grid(vit);
+    let train_truth = {
+        let (n, p) = (train_feats.size()[0], grid * grid);
+        let normal = (split.train.len() - split.moved) as i64;
+        let mut rows = vec![Tensor::zeros([normal, p], (Kind::Bool, Device::Cpu))];
+        for s in &split.moved_samples {
+            let m = match &s.mask {
+                Some(m) => data::load_mask(m)?,
+                None => Tensor::zeros([1, 1], (Kind::Bool, Device::Cpu)),
+            };
+            let (h, w) = m.size2()?;
+            // A patch is anomalous when any defect pixel falls inside it.
+            let cells = m
+                .to_kind(Kind::Float)
+                .view([1, 1, h, w])
+                .adaptive_max_pool2d([grid, grid])
+                .0
+                .gt(0.0)
+                .view([1, p]);
+            rows.push(cells);
+        }
+        let synthetic = n - split.train.len() as i64;
+        rows.push(Tensor::zeros([synthetic, p], (Kind::Bool, Device::Cpu)));
+        Tensor::cat(&rows, 0)
+    };
     let prepared = Prepared {
-        truth: GroundTruth::load(&split.test)?,
-        overlap_truth: GroundTruth::load(&overlap_test)?,
+        train_truth,
+        truth: GroundTruth::load(&split.test, cfg.features.input_size)?,
+        overlap_truth: GroundTruth::load(&overlap_test, cfg.features.input_size)?,
         split,
         train_feats,
         test_feats,
         moved_rows,
-        grid: cfg.features.grid(vit),
+        grid,
         input_size: cfg.features.input_size,
     };
     Ok((prepared, extract_seconds))
@@ -660,7 +804,10 @@ pub fn evaluate(
     let mut methods = Vec::new();
     for &kind in &cfg.methods {
         let r = match kind {
-            Method::Funad => run_funad(&prepared, vit.clone(), cfg, on_event)?,
+            Method::Funad => {
+                methods.extend(run_funad(&prepared, vit.clone(), cfg, on_event)?);
+                continue;
+            }
             _ => {
                 on_event(EvalEvent::Stage(match kind {
                     Method::Knn => "one-class nearest-neighbour baseline",

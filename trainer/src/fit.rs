@@ -13,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 use crate::backbone::Vit;
 use crate::data::load_image;
 use crate::features::{self, FeatureConfig};
+use crate::head;
 use crate::model::{Detector, ModelMeta, ScoreStats, FORMAT_VERSION};
 use crate::synth;
 use crate::train::{self, Progress, TrainConfig};
@@ -169,12 +170,21 @@ pub fn fit_features(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Detector> {
-    fit_features_observed(vit, fcfg, tcfg, feats, cancel, on_progress, &mut |_, _| {
-        Ok(())
-    })
+    fit_features_observed(
+        vit,
+        fcfg,
+        tcfg,
+        feats,
+        cancel,
+        on_progress,
+        &mut |_, _| Ok(()),
+        None,
+    )
 }
 
-/// [`fit_features`] with an end-of-epoch callback, as in [`train::train_observed`].
+/// [`fit_features`] with an end-of-epoch callback and diagnostic patch
+/// labels, as in [`train::train_observed`].
+#[allow(clippy::too_many_arguments)]
 pub fn fit_features_observed(
     vit: Arc<Vit>,
     fcfg: &FeatureConfig,
@@ -183,6 +193,7 @@ pub fn fit_features_observed(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
     on_epoch: &mut dyn FnMut(&train::EpochStats, &crate::localnet::LocalNet) -> Result<()>,
+    patch_truth: Option<&Tensor>,
 ) -> Result<Detector> {
     let feature_size = fcfg.validate(&vit)?;
     let (n, p, d) = feats.size3()?;
@@ -193,9 +204,20 @@ pub fn fit_features_observed(
     if p != grid * grid {
         bail!("features have {p} patches per image, expected {grid}×{grid}");
     }
-    let trained = train::train_observed(feats, tcfg, cancel, on_progress, on_epoch)?;
+    let trained = train::train_observed(feats, tcfg, cancel, on_progress, on_epoch, patch_truth)?;
 
-    let stats = ScoreStats::from_scores(&image_logits(&trained.net, feats)?);
+    let (head, maxima) = head::build(
+        &trained.net,
+        feats,
+        tcfg.score_head,
+        head::BankOptions {
+            image_share: tcfg.score_bank_share,
+            max_features: tcfg.score_bank_features,
+            self_eps: tcfg.self_eps,
+            seed: tcfg.seed,
+        },
+    )?;
+    let stats = ScoreStats::from_scores(&maxima);
     let threshold = ScoreStats::threshold(tcfg.threshold_mads);
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
@@ -212,13 +234,16 @@ pub fn fit_features_observed(
         feature_size,
         grid,
         score_stats: stats,
+        score_head: tcfg.score_head,
+        logit_stats: None,
+        bank_stats: None,
         threshold,
         train: tcfg.clone(),
         selection: format!("last epoch ({}); no labels are read", tcfg.epochs),
         history: trained.history,
         train_images: n as usize,
     };
-    Ok(Detector::new(vit, trained.vs, trained.net, meta))
+    Ok(Detector::new(vit, trained.vs, trained.net, head, meta))
 }
 
 /// Image logits (the largest patch logit of each image) of features `[N, P, D]`.

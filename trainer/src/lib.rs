@@ -15,6 +15,7 @@ pub mod feature_cache;
 pub mod features;
 pub mod fit;
 pub mod gate;
+pub mod head;
 pub mod knn;
 pub mod localnet;
 pub mod loss;

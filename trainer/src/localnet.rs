@@ -67,6 +67,18 @@ impl LocalNet {
 
     /// Anomaly logits `[n]` of patch features `[n, D]`, computed in blocks without gradients.
     pub fn logits(&self, features: &Tensor) -> Tensor {
+        self.blocked(features, &[0], |x| self.discriminate(&self.adapt(x)))
+    }
+
+    /// Adaptor features `[n, D]` of patch features `[n, D]`, computed in blocks without gradients.
+    pub fn adapt_blocked(&self, features: &Tensor) -> Tensor {
+        let d = features.size().get(1).copied().unwrap_or(0);
+        self.blocked(features, &[0, d], |x| self.adapt(x))
+    }
+
+    /// Applies `f` to row blocks of `features` under `no_grad` and joins the
+    /// results; `empty` is the shape returned for no rows.
+    fn blocked(&self, features: &Tensor, empty: &[i64], f: impl Fn(&Tensor) -> Tensor) -> Tensor {
         const BLOCK: i64 = 16384;
         let _guard = tch::no_grad_guard();
         let n = features.size()[0];
@@ -74,11 +86,11 @@ impl LocalNet {
         let mut start = 0;
         while start < n {
             let len = BLOCK.min(n - start);
-            out.push(self.discriminate(&self.adapt(&features.narrow(0, start, len))));
+            out.push(f(&features.narrow(0, start, len)));
             start += len;
         }
         if out.is_empty() {
-            return Tensor::zeros([0], (tch::Kind::Float, features.device()));
+            return Tensor::zeros(empty, (tch::Kind::Float, features.device()));
         }
         Tensor::cat(&out, 0)
     }

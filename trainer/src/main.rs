@@ -14,6 +14,7 @@ use funad::data;
 use funad::eval::{self, BaselineConfig, EvalConfig, EvalEvent, Method};
 use funad::features::{FeatureConfig, LayerMerge};
 use funad::fit::{self, FitEvent};
+use funad::head::ScoreHead;
 use funad::train::{AdaptorInit, BankNormalisation, Optimizer, TrainConfig};
 use funad::{map, select_device, Detector, Verdict, Vit};
 
@@ -176,6 +177,17 @@ struct TrainOptions {
     /// Starting point of the adaptor (random is FUN-AD's published start).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().adaptor_init)]
     adaptor_init: AdaptorInit,
+    /// How the trained model scores patches: the discriminator (as published),
+    /// the distance to the final memory bank, or both standardised and added.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().score_head)]
+    score_head: ScoreHead,
+    /// Share of the training images, lowest image score first, whose patches
+    /// may enter the scoring bank (bank and blend heads).
+    #[arg(long, default_value_t = TrainConfig::default().score_bank_share)]
+    score_bank_share: f64,
+    /// Cap on the scoring bank in patch features (bank and blend heads).
+    #[arg(long, default_value_t = TrainConfig::default().score_bank_features)]
+    score_bank_features: usize,
     /// Seed for initialisation, shuffling, sampling and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -200,6 +212,9 @@ impl TrainOptions {
             threshold_mads: self.threshold_mads,
             seed: self.seed,
             adaptor_init: self.adaptor_init,
+            score_head: self.score_head,
+            score_bank_share: self.score_bank_share,
+            score_bank_features: self.score_bank_features,
             ..TrainConfig::default()
         }
     }
@@ -267,6 +282,13 @@ struct EvalArgs {
     /// label-free last epoch with the best epoch an oracle would pick.
     #[arg(long)]
     every_epoch: bool,
+    /// Also score the trained FUN-AD model with the other score heads, one row each.
+    #[arg(long)]
+    compare_heads: bool,
+    /// Also score the trained FUN-AD model with the bank head at each of
+    /// these scoring-bank shares (comma-separated), one row each.
+    #[arg(long, value_delimiter = ',')]
+    compare_bank_shares: Vec<f64>,
     /// Only run the baselines (knn, patchcore, softpatch).
     #[arg(long, conflicts_with = "no_baseline")]
     baseline_only: bool,
@@ -461,6 +483,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             softpatch_discard: args.softpatch_discard,
         },
         every_epoch: args.every_epoch,
+        compare_heads: args.compare_heads,
+        compare_bank_shares: args.compare_bank_shares.clone(),
         cache: args.cache.clone(),
     };
     let mut bars = Bars::new();
@@ -483,26 +507,42 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         cfg.seed
     );
     println!(
-        "| method | image AUROC | pixel AUROC | AUPRO | image AUROC, overlap \
+        "| method | image AUROC | pixel AUROC | pixel AUROC at input | AUPRO | image AUROC, overlap \
          | pixel AUROC, overlap | AUPRO, overlap | F1 at threshold | fit s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for m in &report.methods {
         let f1 = m
             .f1_at_threshold
             .map(|f| format!("{f:.3}"))
             .unwrap_or_else(|| "–".into());
         println!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {f1} | {:.0} |",
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {f1} | {:.0} |",
             m.method,
             m.image_auroc,
             m.pixel_auroc,
+            m.pixel_auroc_at_input,
             m.aupro,
             m.overlap_image_auroc,
             m.overlap_pixel_auroc,
             m.overlap_aupro,
             m.fit_seconds
         );
+        for h in &m.history {
+            let pct = |v: Option<f64>| {
+                v.map(|v| format!("{:.1}%", 100.0 * v))
+                    .unwrap_or_else(|| "–".into())
+            };
+            println!(
+                "  epoch {}: pseudo-anomalous {:.2}%, their precision {}, recall {}; \
+                 bank images with a defect {}",
+                h.epoch,
+                100.0 * h.pseudo_anomalous,
+                pct(h.pseudo_precision),
+                pct(h.pseudo_recall),
+                pct(h.bank_anomalous_images)
+            );
+        }
         if let (Some(best), Some(last)) = (eval::oracle_epoch(&m.epochs), m.epochs.last()) {
             println!(
                 "  oracle epoch {} (best mean of test image and pixel AUROC): {:.4} / {:.4}; \

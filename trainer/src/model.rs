@@ -16,11 +16,18 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::backbone::{BackboneId, Vit};
 use crate::features::{self, FeatureConfig};
+use crate::head::{HeadParts, ScoreHead};
 use crate::localnet::LocalNet;
 use crate::train::{EpochStats, TrainConfig};
 
-/// Version of the model file layout that this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the model file layout that this build writes. Version 3 added
+/// the score head and its memory bank; a version 2 file reads as a
+/// discriminator-head model.
+pub const FORMAT_VERSION: u32 = 3;
+/// Oldest model file layout that this build reads.
+pub const OLDEST_READABLE_FORMAT: u32 = 2;
+/// Name of the scoring bank's tensor in the model file.
+const BANK_TENSOR: &str = "head.bank";
 
 /// Robust statistics of the training images' image logits (the largest patch
 /// logit of each image). They calibrate every score the detector reports.
@@ -100,8 +107,18 @@ pub struct ModelMeta {
     pub feature_size: i64,
     /// Patch grid side at the model input.
     pub grid: i64,
-    /// Image logits of the training images; they calibrate the reported scores.
+    /// Image maxima of the head's raw values on the training images; they
+    /// calibrate the reported scores.
     pub score_stats: ScoreStats,
+    /// How patches are scored (version 2 files: the discriminator).
+    #[serde(default = "ScoreHead::legacy")]
+    pub score_head: ScoreHead,
+    /// Training image logit maxima, which standardise the blend head's logit part.
+    #[serde(default)]
+    pub logit_stats: Option<ScoreStats>,
+    /// Training image maxima of the bank distance, which standardise the blend head's bank part.
+    #[serde(default)]
+    pub bank_stats: Option<ScoreStats>,
     /// Default OK/NG threshold on the calibrated image score.
     pub threshold: f32,
     pub train: TrainConfig,
@@ -151,6 +168,7 @@ pub struct Detector {
     vit: Arc<Vit>,
     _vs: nn::VarStore,
     net: LocalNet,
+    head: HeadParts,
     meta: ModelMeta,
 }
 
@@ -183,6 +201,17 @@ fn payload_digest(tensors: &[(String, Vec<i64>, Vec<u8>)]) -> String {
         h.update(bytes);
     }
     hex::encode(h.finalize())
+}
+
+/// Every tensor of a model file, sorted by name: the Local-Net weights and the bank.
+fn payload(vs: &nn::VarStore, bank: Option<&Tensor>) -> Vec<(String, Vec<i64>, Vec<u8>)> {
+    let mut vars = sorted_variables(vs);
+    if let Some(b) = bank {
+        let b = b.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        vars.push((BANK_TENSOR.to_string(), b.size(), tensor_bytes(&b)));
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    vars
 }
 
 fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Vec<i64>, Vec<u8>)> {
@@ -245,15 +274,31 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], abort_halfway: bool) -> Result<
 }
 
 impl Detector {
-    /// Wraps a trained Local-Net. `meta.model_id` is set from the weights.
-    pub fn new(vit: Arc<Vit>, vs: nn::VarStore, net: LocalNet, mut meta: ModelMeta) -> Self {
-        meta.model_id = payload_digest(&sorted_variables(&vs))[..12].to_string();
+    /// Wraps a trained Local-Net and its score head. `meta.model_id` is set
+    /// from the weights and the bank, and the head's fields of `meta` from `head`.
+    pub fn new(
+        vit: Arc<Vit>,
+        vs: nn::VarStore,
+        net: LocalNet,
+        head: HeadParts,
+        mut meta: ModelMeta,
+    ) -> Self {
+        meta.score_head = head.head;
+        meta.logit_stats = Some(head.logit_stats.clone());
+        meta.bank_stats = head.bank_stats.clone();
+        meta.model_id = payload_digest(&payload(&vs, head.bank.as_ref()))[..12].to_string();
         Detector {
             vit,
             _vs: vs,
             net,
+            head,
             meta,
         }
+    }
+
+    /// The trained Local-Net.
+    pub fn local_net(&self) -> &LocalNet {
+        &self.net
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -270,7 +315,7 @@ impl Detector {
 
     /// Serialises the detector into model-file bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let vars = sorted_variables(&self._vs);
+        let vars = payload(&self._vs, self.head.bank.as_ref());
         let digest = payload_digest(&vars);
         let views: Vec<(String, safetensors::tensor::TensorView)> = vars
             .iter()
@@ -361,9 +406,11 @@ impl Detector {
         }
         let mut vs = nn::VarStore::new(vit.device());
         let net = LocalNet::new(&vs.root(), meta.feature_size);
+        let mut src: HashMap<String, Tensor> = tensors.into_iter().collect();
+        let bank = src.remove(BANK_TENSOR);
+        let head = head_of(path, &meta, bank, vit.device())?;
         {
             let _guard = tch::no_grad_guard();
-            let src: HashMap<String, Tensor> = tensors.into_iter().collect();
             for (name, mut var) in vs.variables() {
                 let t = src
                     .get(&name)
@@ -384,6 +431,7 @@ impl Detector {
             vit,
             _vs: vs,
             net,
+            head,
             meta,
         })
     }
@@ -400,8 +448,10 @@ impl Detector {
                 self.meta.feature_size
             );
         }
-        let logits = self.net.logits(&features.reshape([b * gh * gw, d]));
-        Ok(self.meta.score_stats.calibrate(&logits).view([b, gh, gw]))
+        let raw = self
+            .head
+            .raw(&self.net, &features.reshape([b * gh * gw, d]))?;
+        Ok(self.meta.score_stats.calibrate(&raw).view([b, gh, gw]))
     }
 
     /// Patch features `[B, grid, grid, D]` of normalised model inputs `[B, 3, S, S]`.
@@ -439,6 +489,49 @@ impl Detector {
     }
 }
 
+/// The score head of a loaded model: its kind and statistics from `meta`, its bank from the file.
+fn head_of(
+    path: &Path,
+    meta: &ModelMeta,
+    bank: Option<Tensor>,
+    device: Device,
+) -> Result<HeadParts> {
+    let head = meta.score_head;
+    let bank = match (head.uses_bank(), bank) {
+        (true, Some(b)) => {
+            if b.dim() != 2 || b.size()[1] != meta.feature_size || b.size()[0] == 0 {
+                bail!(
+                    "model {}: memory bank has shape {:?}, expected [rows, {}]",
+                    path.display(),
+                    b.size(),
+                    meta.feature_size
+                );
+            }
+            Some(b.to_device(device))
+        }
+        (true, None) => bail!(
+            "model {} uses the {head:?} score head but holds no memory bank; retrain or restore it",
+            path.display()
+        ),
+        (false, _) => None,
+    };
+    if head == ScoreHead::Blend && (meta.logit_stats.is_none() || meta.bank_stats.is_none()) {
+        bail!(
+            "model {} uses the blend score head but lacks its statistics; retrain or restore it",
+            path.display()
+        );
+    }
+    Ok(HeadParts {
+        head,
+        bank,
+        logit_stats: meta
+            .logit_stats
+            .clone()
+            .unwrap_or_else(|| meta.score_stats.clone()),
+        bank_stats: meta.bank_stats.clone(),
+    })
+}
+
 fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read model file {}", path.display()))?;
@@ -461,16 +554,16 @@ fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    if found != FORMAT_VERSION as u64 {
+    if !(OLDEST_READABLE_FORMAT as u64..=FORMAT_VERSION as u64).contains(&found) {
         bail!(
-            "model file {} has format version {found}; this funad reads version {FORMAT_VERSION}; \
-             retrain the model with this funad",
+            "model file {} has format version {found}; this funad reads versions \
+             {OLDEST_READABLE_FORMAT} to {FORMAT_VERSION}; retrain the model with this funad",
             path.display()
         );
     }
     let meta: ModelMeta = serde_json::from_str(json).with_context(|| {
         format!(
-            "model file {}: metadata does not match format version {FORMAT_VERSION}",
+            "model file {}: metadata does not match format version {found}",
             path.display()
         )
     })?;

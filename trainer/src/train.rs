@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
+use crate::head::ScoreHead;
 use crate::knn;
 use crate::localnet::LocalNet;
 use crate::loss;
@@ -91,6 +92,13 @@ pub struct TrainConfig {
     pub threshold_mads: f64,
     /// Starting point of the adaptor.
     pub adaptor_init: AdaptorInit,
+    /// How the trained model scores patches.
+    pub score_head: ScoreHead,
+    /// Share of the training images, lowest image score first, whose patches
+    /// may enter the scoring bank of the bank and blend heads.
+    pub score_bank_share: f64,
+    /// Cap on the scoring bank, in patch features drawn at random.
+    pub score_bank_features: usize,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +123,9 @@ impl Default for TrainConfig {
             synthetic_ratio: 0.0,
             threshold_mads: 3.0,
             adaptor_init: AdaptorInit::Identity,
+            score_head: ScoreHead::Discriminator,
+            score_bank_share: 0.9,
+            score_bank_features: 40_000,
         }
     }
 }
@@ -131,6 +142,7 @@ impl TrainConfig {
             bank_every: 1,
             bank_max_features: 0,
             adaptor_init: AdaptorInit::Random,
+            score_head: ScoreHead::Discriminator,
             ..Default::default()
         }
     }
@@ -181,6 +193,16 @@ impl TrainConfig {
         }
         unit("bank image threshold", self.bank_image_threshold)?;
         unit("synthetic ratio", self.synthetic_ratio)?;
+        if self.score_head.uses_bank() {
+            unit("score bank share", self.score_bank_share)?;
+            if self.score_bank_share == 0.0 || self.score_bank_features == 0 {
+                bail!(
+                    "the {:?} score head needs a scoring bank: use a score bank share above 0 \
+                     (such as 0.5) and a size above 0 (such as 40000)",
+                    self.score_head
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -199,6 +221,17 @@ pub struct EpochStats {
     /// Memory bank size at the last rebuild, in patch features.
     pub bank_size: i64,
     pub seconds: f64,
+    /// Diagnostics against known patch labels, when the caller passes them
+    /// (evaluation only; training never reads them): share of the
+    /// pseudo-anomalous patches that are truly anomalous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_precision: Option<f64>,
+    /// Share of the truly anomalous patches labelled pseudo-anomalous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_recall: Option<f64>,
+    /// Share of the last bank's images that hold a truly anomalous patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_anomalous_images: Option<f64>,
 }
 
 /// Progress report of a training run, sent after every iteration.
@@ -230,7 +263,7 @@ fn build_bank(
     features: &Tensor,
     cfg: &TrainConfig,
     rng: &mut ChaCha8Rng,
-) -> Tensor {
+) -> (Tensor, Vec<i64>) {
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features
         .size3()
@@ -260,7 +293,8 @@ fn build_bank(
     }
     normal.shuffle(rng);
     let keep = ((normal.len() as f64 * cfg.bank_sampling).round() as usize).clamp(1, normal.len());
-    let chosen = Tensor::from_slice(&normal[..keep]).to_device(features.device());
+    let images = normal[..keep].to_vec();
+    let chosen = Tensor::from_slice(&images).to_device(features.device());
     let mut bank = features.index_select(0, &chosen).view([-1, d]);
     if cfg.bank_max_features > 0 && bank.size()[0] > cfg.bank_max_features as i64 {
         let mut rows: Vec<i64> = (0..bank.size()[0]).collect();
@@ -268,16 +302,7 @@ fn build_bank(
         rows.truncate(cfg.bank_max_features);
         bank = bank.index_select(0, &Tensor::from_slice(&rows).to_device(features.device()));
     }
-    let mut out = Vec::new();
-    let rows = bank.size()[0];
-    let block = 16384;
-    let mut start = 0;
-    while start < rows {
-        let len = block.min(rows - start);
-        out.push(net.adapt(&bank.narrow(0, start, len)));
-        start += len;
-    }
-    Tensor::cat(&out, 0)
+    (net.adapt_blocked(&bank), images)
 }
 
 /// Builds the Local-Net that training starts from, seeded by `cfg.seed`: the same
@@ -305,17 +330,20 @@ pub fn train(
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Trained> {
-    train_observed(features, cfg, cancel, on_progress, &mut |_, _| Ok(()))
+    train_observed(features, cfg, cancel, on_progress, &mut |_, _| Ok(()), None)
 }
 
 /// [`train`], also calling `on_epoch` with each epoch's statistics and the
 /// network at the end of that epoch (an error from it stops training).
+/// `patch_truth` `[N, P]` (true = anomalous patch) only fills the diagnostic
+/// fields of [`EpochStats`]; nothing in training reads it.
 pub fn train_observed(
     features: &Tensor,
     cfg: &TrainConfig,
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
     on_epoch: &mut dyn FnMut(&EpochStats, &LocalNet) -> Result<()>,
+    patch_truth: Option<&Tensor>,
 ) -> Result<Trained> {
     cfg.validate()?;
     let (n, p, d) = features.size3()?;
@@ -341,6 +369,12 @@ pub fn train_observed(
     let iterations = (n as usize).div_ceil(batch);
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut bank = Tensor::zeros([0, d], (Kind::Float, device));
+    let mut bank_images: Vec<i64> = Vec::new();
+    if let Some(t) = patch_truth {
+        if t.size() != [n, p] {
+            bail!("patch truth has shape {:?}, expected [{n}, {p}]", t.size());
+        }
+    }
     let mut step = 0usize;
     for epoch in 1..=cfg.epochs {
         let started = Instant::now();
@@ -348,6 +382,8 @@ pub fn train_observed(
         order.shuffle(&mut rng);
         let (mut sum_loss, mut sum_bce, mut sum_smooth, mut sum_anom, mut sum_pairs) =
             (0.0, 0.0, 0.0, 0.0, 0.0);
+        // Flagged, flagged and truly anomalous, truly anomalous (diagnostics).
+        let (mut flagged, mut hits, mut truly) = (0i64, 0i64, 0i64);
         for (it, chunk) in order.chunks(batch).enumerate() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Cancelled.into());
@@ -358,7 +394,7 @@ pub fn train_observed(
                 cfg.bank_every
             };
             if step % every == 0 {
-                bank = build_bank(&net, features, cfg, &mut rng);
+                (bank, bank_images) = build_bank(&net, features, cfg, &mut rng);
             }
             step += 1;
             let b = chunk.len() as i64;
@@ -369,6 +405,13 @@ pub fn train_observed(
 
             let distances = knn::nearest_distance_excluding_self(&clean, &bank, cfg.self_eps);
             let pseudo = loss::pseudo_labels(&distances, cfg.tau, cfg.tau_ambiguous);
+            if let Some(t) = patch_truth {
+                let truth = t.index_select(0, &idx.to_device(t.device())).view([b * p]);
+                let labels = pseudo.labels.gt(0.5).to_device(t.device());
+                flagged += i64::try_from(labels.sum(Kind::Int64))?;
+                hits += i64::try_from(labels.logical_and(&truth).sum(Kind::Int64))?;
+                truly += i64::try_from(truth.sum(Kind::Int64))?;
+            }
 
             let perturbed = if cfg.perturb_ambiguous && b > 1 {
                 // Per dimension, the largest over patch positions of the standard
@@ -403,6 +446,16 @@ pub fn train_observed(
             });
         }
         let k = iterations as f64;
+        let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+        let bank_anomalous_images = patch_truth.and_then(|t| {
+            let anomalous: Vec<bool> =
+                Vec::try_from(t.any_dim(1, false).to_device(tch::Device::Cpu)).ok()?;
+            let bad = bank_images
+                .iter()
+                .filter(|&&i| anomalous[i as usize])
+                .count();
+            ratio(bad as i64, bank_images.len() as i64)
+        });
         let stats = EpochStats {
             epoch,
             loss: sum_loss / k,
@@ -412,6 +465,9 @@ pub fn train_observed(
             mutual_pairs: sum_pairs / k,
             bank_size: bank.size()[0],
             seconds: started.elapsed().as_secs_f64(),
+            pseudo_precision: ratio(hits, flagged),
+            pseudo_recall: ratio(hits, truly),
+            bank_anomalous_images,
         };
         log::info!(
             "epoch {epoch}/{}: loss {:.4} (bce {:.4}, smoothness {:.4}), pseudo-anomalous {:.3}, bank {}, {:.1} s",

@@ -171,3 +171,86 @@ fn save_replaces_atomically() {
     );
     assert!(msg.contains("/nonexistent/dir"), "{msg}");
 }
+
+/// Trains the 12-image model of [`model`] with `head` and saves it.
+fn model_with_head(head: funad::head::ScoreHead) -> (tempfile::TempDir, PathBuf, Detector) {
+    let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+        .unwrap()
+        .into_iter()
+        .step_by(40)
+        .take(12)
+        .collect();
+    let tcfg = TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        score_head: head,
+        score_bank_features: 1000,
+        ..TrainConfig::default()
+    };
+    let detector = fit(
+        common::backbone(),
+        &FeatureConfig::default(),
+        &tcfg,
+        &images,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("head.funad");
+    detector.save(&path).unwrap();
+    (dir, path, detector)
+}
+
+#[test]
+fn bank_heads_round_trip_with_their_bank() {
+    use funad::head::ScoreHead;
+    let image =
+        funad::data::load_image(&common::mtd().join("test/crack/exp1_num_249594.jpg")).unwrap();
+    for head in [ScoreHead::Bank, ScoreHead::Blend] {
+        let (_dir, path, trained) = model_with_head(head);
+        let loaded = Detector::load(&path, None, Device::Cpu).unwrap();
+        assert_eq!(loaded.meta().score_head, head);
+        assert_eq!(loaded.meta().model_id, trained.meta().model_id);
+        let a = trained.score_images(std::slice::from_ref(&image)).unwrap();
+        let b = loaded.score_images(std::slice::from_ref(&image)).unwrap();
+        assert_eq!(a[0].image_score, b[0].image_score, "{head:?}");
+        // The bank is stored: of 12 images of 256 patches, the 11 lowest-scoring
+        // (the default share 0.9) give 2816 patches, capped at 1000.
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let bank = st.tensor("head.bank").unwrap();
+        assert_eq!(bank.shape(), &[1000, 384], "{head:?}");
+        assert!(b[0].image_score > 0.0 && b[0].image_score < 1.0);
+    }
+}
+
+#[test]
+fn format_2_file_reads_as_discriminator_head() {
+    let (_, path) = model();
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&metadata["funad"]).unwrap();
+    let obj = meta.as_object_mut().unwrap();
+    obj.insert("format_version".into(), 2.into());
+    for key in ["score_head", "logit_stats", "bank_stats"] {
+        assert!(obj.remove(key).is_some(), "{key} written");
+    }
+    metadata.insert("funad".into(), meta.to_string());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().collect();
+    let old = safetensors::serialize(views, &Some(metadata)).unwrap();
+    let (_dir, old_path) = copy_with(&old, "v2.funad");
+    let legacy = Detector::load(&old_path, None, Device::Cpu).unwrap();
+    let current = Detector::load(path, None, Device::Cpu).unwrap();
+    assert_eq!(
+        legacy.meta().score_head,
+        funad::head::ScoreHead::Discriminator
+    );
+    let image =
+        funad::data::load_image(&common::mtd().join("test/crack/exp1_num_249594.jpg")).unwrap();
+    let a = legacy.score_images(std::slice::from_ref(&image)).unwrap();
+    let b = current.score_images(&[image]).unwrap();
+    assert_eq!(a[0].image_score, b[0].image_score);
+}

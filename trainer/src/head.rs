@@ -1,0 +1,258 @@
+//! Score heads: how a trained Local-Net turns patch features into patch scores.
+//!
+//! FUN-AD as published scores a patch by the discriminator's output. The
+//! trained Local-Net also ranks the training images from most to least
+//! normal, which picks a memory bank with few defects in it: the backbone
+//! features of all but the highest-scoring training images. The
+//! nearest-neighbour distance to that bank is the signal the pseudo-labels
+//! were cut from, and it keeps the full ranking that the binary labels throw
+//! away. The `bank` head scores by that distance alone; the `blend` head adds
+//! the two, each in robust standard deviations of the training images.
+//!
+//! The bank holds backbone features, not adaptor features: the adaptor's
+//! LeakyReLU shrinks every negative component five-fold even at its identity
+//! start, and training moves it further.
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::knn;
+use crate::localnet::LocalNet;
+use crate::model::ScoreStats;
+
+/// Patch score of a trained model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreHead {
+    /// The discriminator's logit, as FUN-AD (Im et al., 2025) publishes.
+    Discriminator,
+    /// L2 distance to the nearest backbone feature of the images the trained
+    /// Local-Net finds most normal.
+    Bank,
+    /// Sum of the discriminator logit and the bank distance, each standardised
+    /// by the median and robust spread of the training images' scores.
+    Blend,
+}
+
+impl ScoreHead {
+    /// The head of model files written before heads existed.
+    pub fn legacy() -> Self {
+        ScoreHead::Discriminator
+    }
+
+    pub fn uses_bank(self) -> bool {
+        self != ScoreHead::Discriminator
+    }
+}
+
+/// Builds the scoring bank: backbone features of the training images whose
+/// image score ranks below `image_share`, at most `max_features` of them drawn
+/// at random (seeded), from features `[N, P, D]`.
+pub fn final_bank(
+    net: &LocalNet,
+    features: &Tensor,
+    image_share: f64,
+    max_features: usize,
+    seed: u64,
+) -> Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let (n, p, d) = features.size3()?;
+    if n == 0 || max_features == 0 {
+        bail!("the scoring bank needs at least one training image and a size above 0");
+    }
+    let image_scores = net
+        .logits(&features.view([n * p, d]))
+        .view([n, p])
+        .amax(1, false);
+    let order: Vec<i64> = Vec::try_from(image_scores.argsort(0, false).to_device(Device::Cpu))?;
+    let keep = ((n as f64 * image_share).round() as usize).clamp(1, n as usize);
+    let chosen = Tensor::from_slice(&order[..keep]).to_device(features.device());
+    let mut bank = features.index_select(0, &chosen).view([-1, d]);
+    let rows = bank.size()[0];
+    if rows > max_features as i64 {
+        let mut idx: Vec<i64> = (0..rows).collect();
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c));
+        idx.truncate(max_features);
+        idx.sort_unstable();
+        bank = bank.index_select(0, &Tensor::from_slice(&idx).to_device(features.device()));
+    }
+    Ok(bank)
+}
+
+/// A score head with what it needs: the bank and the statistics that put its
+/// parts on one scale.
+pub struct HeadParts {
+    pub head: ScoreHead,
+    /// Backbone features of the scoring bank `[M, D]` (bank and blend heads).
+    pub bank: Option<Tensor>,
+    /// Training image maxima of the discriminator logit.
+    pub logit_stats: ScoreStats,
+    /// Training image maxima of the bank distance (bank and blend heads).
+    pub bank_stats: Option<ScoreStats>,
+}
+
+impl HeadParts {
+    /// Raw patch values `[n]` of patch features `[n, D]` before calibration.
+    pub fn raw(&self, net: &LocalNet, features: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let distance = |x: &Tensor| -> Result<Tensor> {
+            let Some(bank) = &self.bank else {
+                bail!(
+                    "the {:?} head needs a memory bank, and the model has none",
+                    self.head
+                );
+            };
+            Ok(knn::nearest_distance(x, bank).clamp_min(0.0).sqrt())
+        };
+        match self.head {
+            ScoreHead::Discriminator => Ok(net.logits(features)),
+            ScoreHead::Bank => distance(features),
+            ScoreHead::Blend => {
+                let Some(bank_stats) = &self.bank_stats else {
+                    bail!("the blend head needs bank statistics, and the model has none");
+                };
+                Ok(standardise(&net.logits(features), &self.logit_stats)
+                    + standardise(&distance(features)?, bank_stats))
+            }
+        }
+    }
+}
+
+/// (x − median) / robust standard deviation.
+fn standardise(x: &Tensor, stats: &ScoreStats) -> Tensor {
+    (x - stats.median as f64) / stats.scale() as f64
+}
+
+/// Options of the scoring bank.
+#[derive(Clone, Copy, Debug)]
+pub struct BankOptions {
+    /// Share of the training images, lowest image score first, whose patches may enter.
+    pub image_share: f64,
+    pub max_features: usize,
+    pub self_eps: f64,
+    pub seed: u64,
+}
+
+/// Builds every part of `head` for a trained net from its training features
+/// `[N, P, D]`, and returns it with the training image maxima of its raw
+/// values, which calibrate the reported scores. A training image's own
+/// patches may be in the bank, so self-matches are skipped for these maxima.
+pub fn build(
+    net: &LocalNet,
+    features: &Tensor,
+    head: ScoreHead,
+    opts: BankOptions,
+) -> Result<(HeadParts, Vec<f32>)> {
+    let _guard = tch::no_grad_guard();
+    let (n, p, d) = features.size3()?;
+    let flat = features.view([n * p, d]);
+    let logits = net.logits(&flat);
+    let image_max = |patch: &Tensor| -> Result<Vec<f32>> {
+        let m = patch.view([n, p]).amax(1, false);
+        Ok(Vec::try_from(
+            m.to_device(Device::Cpu).to_kind(Kind::Float),
+        )?)
+    };
+    let logit_maxima = image_max(&logits)?;
+    let mut parts = HeadParts {
+        head,
+        bank: None,
+        logit_stats: ScoreStats::from_scores(&logit_maxima),
+        bank_stats: None,
+    };
+    if !head.uses_bank() {
+        return Ok((parts, logit_maxima));
+    }
+    let bank = final_bank(
+        net,
+        features,
+        opts.image_share,
+        opts.max_features,
+        opts.seed,
+    )?;
+    let distance = knn::nearest_distance_excluding_self(&flat, &bank, opts.self_eps)
+        .clamp_min(0.0)
+        .sqrt();
+    let distance_maxima = image_max(&distance)?;
+    let bank_stats = ScoreStats::from_scores(&distance_maxima);
+    let maxima = match head {
+        ScoreHead::Blend => image_max(
+            &(standardise(&logits, &parts.logit_stats) + standardise(&distance, &bank_stats)),
+        )?,
+        _ => distance_maxima,
+    };
+    parts.bank = Some(bank);
+    parts.bank_stats = Some(bank_stats);
+    Ok((parts, maxima))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn;
+
+    fn net(d: i64) -> (nn::VarStore, LocalNet) {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = LocalNet::new(&vs.root(), d);
+        net.init_adaptor_identity();
+        (vs, net)
+    }
+
+    #[test]
+    fn bank_head_is_distance_to_nearest_kept_feature() {
+        let (_vs, net) = net(2);
+        // Three images of one patch each, non-negative so the identity
+        // adaptor's LeakyReLU passes them unchanged.
+        let feats = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 0.0, 5.0, 5.0]).view([3, 1, 2]);
+        let bank = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
+        assert_eq!(bank.size(), [3, 2]);
+        let parts = HeadParts {
+            head: ScoreHead::Bank,
+            bank: Some(bank),
+            logit_stats: ScoreStats::from_scores(&[0.0]),
+            bank_stats: None,
+        };
+        let q = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]);
+        // Nearest of (0,0), (1,0), (5,5) to (3,4): (5,5) at √5.
+        let d = f32::try_from(parts.raw(&net, &q).unwrap().get(0)).unwrap();
+        assert!((d - 5f32.sqrt()).abs() < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn final_bank_keeps_the_lowest_scoring_images() {
+        let (_vs, net) = net(2);
+        let feats =
+            Tensor::from_slice(&[0.0f32, 0.0, 1.0, 0.0, 5.0, 5.0, 9.0, 1.0]).view([4, 1, 2]);
+        let logits: Vec<f32> = Vec::try_from(net.logits(&feats.view([4, 2]))).unwrap();
+        let mut order: Vec<usize> = (0..4).collect();
+        order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
+        let bank = final_bank(&net, &feats, 0.5, 10, 0).unwrap();
+        let got: Vec<f32> = Vec::try_from(bank.flatten(0, 1)).unwrap();
+        let expect: Vec<f32> = order[..2]
+            .iter()
+            .flat_map(|&i| {
+                let r: Vec<f32> = Vec::try_from(feats.get(i as i64).flatten(0, 1)).unwrap();
+                r
+            })
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn bank_needs_a_bank() {
+        let (_vs, net) = net(2);
+        let parts = HeadParts {
+            head: ScoreHead::Bank,
+            bank: None,
+            logit_stats: ScoreStats::from_scores(&[0.0]),
+            bank_stats: None,
+        };
+        let err = parts.raw(&net, &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)));
+        assert!(err.unwrap_err().to_string().contains("memory bank"));
+    }
+}
