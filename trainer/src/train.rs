@@ -123,7 +123,7 @@ impl Default for TrainConfig {
             synthetic_ratio: 0.0,
             threshold_mads: 3.0,
             adaptor_init: AdaptorInit::Identity,
-            score_head: ScoreHead::Discriminator,
+            score_head: ScoreHead::Bank,
             score_bank_share: 0.9,
             score_bank_features: 40_000,
         }

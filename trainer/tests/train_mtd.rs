@@ -9,6 +9,7 @@ use funad::data::{image_files, load_image};
 use funad::fit::{extract_images, fit_features, image_logits};
 use funad::metrics::auroc;
 use funad::train::{initial_localnet, TrainConfig};
+use funad::head::{self, ScoreHead};
 use funad::FeatureConfig;
 
 /// Picks every `step`-th image of an MTD folder, up to `count`.
@@ -21,9 +22,12 @@ fn pick(folder: &str, count: usize, step: usize) -> Vec<PathBuf> {
 fn training_separates_defects_and_beats_its_start() {
     let vit = common::backbone();
     let fcfg = FeatureConfig::default();
+    // The discriminator head, whose scores come from training alone; the
+    // default bank head is checked at the end.
     let tcfg = TrainConfig {
         epochs: 20,
         seed: 3,
+        score_head: funad::head::ScoreHead::Discriminator,
         ..TrainConfig::default()
     };
 
@@ -88,5 +92,35 @@ fn training_separates_defects_and_beats_its_start() {
     assert!(
         history.last().unwrap().loss < history[0].loss,
         "loss did not fall: {history:?}"
+    );
+
+    // The default bank head on the same trained net: the distance to the
+    // backbone features of the 90% of training images it finds most normal.
+    let defaults = TrainConfig::default();
+    assert_eq!(defaults.score_head, ScoreHead::Bank);
+    let (parts, maxima) = head::build(
+        detector.local_net(),
+        &train_feats,
+        ScoreHead::Bank,
+        head::BankOptions {
+            image_share: defaults.score_bank_share,
+            max_features: defaults.score_bank_features,
+            self_eps: defaults.self_eps,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    // 88 images: the 79 lowest-scoring stay (round(79.2)), 256 patches each.
+    assert_eq!(parts.bank.as_ref().unwrap().size(), [79 * 256, d]);
+    assert_eq!(maxima.len(), 88);
+    let raw = parts
+        .raw(detector.local_net(), &test_feats.view([-1, d]))
+        .unwrap();
+    let bank_scores: Vec<f32> = Vec::try_from(raw.view([t, -1]).amax(1, false)).unwrap();
+    let bank_auroc = auroc(&bank_scores, &labels).unwrap();
+    eprintln!("image AUROC of the bank head: {bank_auroc:.3}");
+    assert!(
+        bank_auroc > 0.7,
+        "bank-head image AUROC {bank_auroc:.3} is below the floor of 0.7"
     );
 }
