@@ -21,7 +21,7 @@
 # random adaptor start, min-max bank selection rebuilt every iteration with
 # no cap, and test metrics after every epoch (for the oracle comparison only):
 #   1. the default features (DINOv2 ViT-S/14, block 8);
-#   2. the paper's features (CLS ⊕ final-block patch token).
+#   2. CLS ⊕ final-block patch token, the features of FUN-AD (Im et al., 2025).
 # NOTE: the paper's DINO ViT-B/8 is not reachable here; pass its converted
 # weights with FUNAD_BACKBONE to run the paper's backbone as well.
 set -euo pipefail

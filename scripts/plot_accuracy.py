@@ -59,16 +59,31 @@ def load_reports(folder):
         report = json.loads(path.read_text())
         cfg = report["config"]
         for m in report["methods"]:
+            if "% of images" in m["method"]:
+                # Bank-share comparison rows exist at one ratio only.
+                continue
             epochs = cfg["train"]["epochs"] if m["kind"] == "funad" else None
-            rows.append((cfg["ratio"], cfg["seed"], m["kind"], epochs, m, report))
+            kind = m["kind"]
+            if kind == "funad":
+                kind = f"funad:{funad_head(m, cfg)}"
+            rows.append((cfg["ratio"], cfg["seed"], kind, epochs, m, report))
     if not rows:
         sys.exit(f"error: no funad eval JSON reports in {folder}")
     return rows
 
 
+def funad_head(method, cfg):
+    """Return the score head of a FUN-AD row: named in the row, else the run's default."""
+    for head in ("Discriminator", "Blend", "Bank"):
+        if f"{head} head" in method["method"]:
+            return head.lower()
+    # Reports written before score heads existed scored with the discriminator.
+    return cfg["train"].get("score_head", "discriminator")
+
+
 def series_name(kind, epochs):
-    if kind == "funad":
-        return f"FUN-AD ({epochs} epochs)"
+    if kind.startswith("funad:"):
+        return f"FUN-AD, {kind.split(':', 1)[1]} head ({epochs} epochs)"
     return LABELS.get(kind, kind)
 
 

@@ -276,6 +276,71 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
         assert_eq!(m["image_auroc"], m["overlap_image_auroc"]);
         assert_eq!(m["aupro"], m["overlap_aupro"]);
     }
+    // The score heads of one training, on the contaminated folder. With every
+    // training image in the scoring bank and no cap, the bank head is the
+    // nearest-neighbour distance to all training patches, as is the knn
+    // baseline with a bank larger than the 33 × 256 patches: same ranking.
+    let heads = root.join("heads.json");
+    let out = run(funad()
+        .args([
+            "eval",
+            "--methods",
+            "knn,funad",
+            "--knn-bank",
+            "100000",
+            "--epochs",
+            "1",
+            "--compare-heads",
+            "--compare-bank-shares",
+            "1.0",
+            "--score-bank-features",
+            "100000",
+            "--ratio",
+            "0.1",
+            "--data",
+        ])
+        .arg(root)
+        .arg("--json")
+        .arg(&heads));
+    assert!(
+        out.status.success(),
+        "eval with heads failed: {}",
+        stderr(&out)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&heads).unwrap()).unwrap();
+    let methods = r["methods"].as_array().unwrap();
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(names[2].contains("Discriminator head"), "{names:?}");
+    assert!(names[3].contains("Blend head"), "{names:?}");
+    assert!(names[4].contains("100% of images"), "{names:?}");
+    assert_eq!(methods[0]["bank_size"], 33 * 256);
+    assert_eq!(methods[4]["bank_size"], 33 * 256);
+    let (knn, all) = (
+        methods[0]["image_auroc"].as_f64().unwrap(),
+        methods[4]["image_auroc"].as_f64().unwrap(),
+    );
+    assert!((knn - all).abs() < 1e-9, "knn {knn}, bank head {all}");
+    // The default share keeps round(0.9 × 33) = 30 images.
+    assert_eq!(methods[1]["bank_size"], 30 * 256);
+    // Pseudo-label diagnostics against the 3 moved images' masks.
+    let epoch = &methods[1]["history"][0];
+    let precision = epoch["pseudo_precision"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&precision), "{epoch}");
+    let share = epoch["bank_anomalous_images"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{epoch}");
+    let out = run(funad()
+        .args(["eval", "--compare-bank-shares", "0", "--data"])
+        .arg(root));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bank share 0 is invalid"),
+        "{}",
+        stderr(&out)
+    );
     // An invalid baseline option is rejected with its value and a fix.
     let out = run(funad()
         .args([

@@ -310,8 +310,8 @@ impl GroundTruth {
                             m.size()
                         );
                     }
-                    // Area resampling, then the defect share above one half: the
-                    // mask as the model input sees it.
+                    // Bilinear resampling, then a defect share above one half gives
+                    // the mask at the model's input resolution.
                     let small = m
                         .to_kind(Kind::Float)
                         .view([1, 1, h, w])
@@ -575,7 +575,10 @@ fn run_funad(
         "FUN-AD"
     };
     let mut r = result(
-        format!("{name} ({} epochs, last epoch kept)", cfg.train.epochs),
+        format!(
+            "{name} ({} epochs, {:?} head, last epoch kept)",
+            cfg.train.epochs, cfg.train.score_head
+        ),
         Method::Funad,
         prepared.metrics(&test_maps, &moved_maps)?,
         fit_seconds,
@@ -587,6 +590,7 @@ fn run_funad(
     ));
     r.epochs = epochs;
     r.history = detector.meta().history.clone();
+    r.bank_size = detector.head().bank.as_ref().map(|b| b.size()[0]);
     r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
     let mut results = vec![r];
     if cfg.compare_heads {
@@ -793,6 +797,13 @@ pub fn evaluate(
     let started = Instant::now();
     cfg.features.validate(&vit)?;
     cfg.baselines.validate()?;
+    if let Some(bad) = cfg
+        .compare_bank_shares
+        .iter()
+        .find(|s| !(**s > 0.0 && **s <= 1.0))
+    {
+        bail!("bank share {bad} is invalid: use a share above 0 and at most 1, such as 0.9");
+    }
     if cfg.methods.is_empty() {
         bail!("no methods to evaluate: pass --methods with knn, patchcore, softpatch or funad");
     }

@@ -9,7 +9,7 @@
 //! away. The `bank` head scores by that distance alone; the `blend` head adds
 //! the two, each in robust standard deviations of the training images.
 //!
-//! The bank holds backbone features, not adaptor features: the adaptor's
+//! The bank contains backbone features, not adaptor features. The adaptor's
 //! LeakyReLU shrinks every negative component five-fold even at its identity
 //! start, and training moves it further.
 
@@ -39,7 +39,7 @@ pub enum ScoreHead {
 }
 
 impl ScoreHead {
-    /// The head of model files written before heads existed.
+    /// Returns the head of model files written before heads existed.
     pub fn legacy() -> Self {
         ScoreHead::Discriminator
     }
@@ -150,6 +150,7 @@ pub fn build(
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features.size3()?;
     let flat = features.view([n * p, d]);
+
     let logits = net.logits(&flat);
     let image_max = |patch: &Tensor| -> Result<Vec<f32>> {
         let m = patch.view([n, p]).amax(1, false);
@@ -167,6 +168,7 @@ pub fn build(
     if !head.uses_bank() {
         return Ok((parts, logit_maxima));
     }
+
     let bank = final_bank(
         net,
         features,
@@ -206,8 +208,7 @@ mod tests {
     #[test]
     fn bank_head_is_distance_to_nearest_kept_feature() {
         let (_vs, net) = net(2);
-        // Three images of one patch each, non-negative so the identity
-        // adaptor's LeakyReLU passes them unchanged.
+        // Three images of one patch each.
         let feats = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 0.0, 5.0, 5.0]).view([3, 1, 2]);
         let bank = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
         assert_eq!(bank.size(), [3, 2]);

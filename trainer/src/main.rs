@@ -177,8 +177,8 @@ struct TrainOptions {
     /// Starting point of the adaptor (random is FUN-AD's published start).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().adaptor_init)]
     adaptor_init: AdaptorInit,
-    /// How the trained model scores patches: the discriminator (as published),
-    /// the distance to the final memory bank, or both standardised and added.
+    /// Score head: the discriminator (as published), the distance to the
+    /// scoring bank of the most normal training images, or both standardised and added.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_head)]
     score_head: ScoreHead,
     /// Share of the training images, lowest image score first, whose patches

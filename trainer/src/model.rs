@@ -110,7 +110,7 @@ pub struct ModelMeta {
     /// Image maxima of the head's raw values on the training images; they
     /// calibrate the reported scores.
     pub score_stats: ScoreStats,
-    /// How patches are scored (version 2 files: the discriminator).
+    /// Score head (version 2 files: the discriminator).
     #[serde(default = "ScoreHead::legacy")]
     pub score_head: ScoreHead,
     /// Training image logit maxima, which standardise the blend head's logit part.
@@ -203,7 +203,7 @@ fn payload_digest(tensors: &[(String, Vec<i64>, Vec<u8>)]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Every tensor of a model file, sorted by name: the Local-Net weights and the bank.
+/// Returns every tensor of a model file, sorted by name: the Local-Net weights and the bank.
 fn payload(vs: &nn::VarStore, bank: Option<&Tensor>) -> Vec<(String, Vec<i64>, Vec<u8>)> {
     let mut vars = sorted_variables(vs);
     if let Some(b) = bank {
@@ -296,9 +296,14 @@ impl Detector {
         }
     }
 
-    /// The trained Local-Net.
+    /// Returns the trained Local-Net.
     pub fn local_net(&self) -> &LocalNet {
         &self.net
+    }
+
+    /// Returns the score head with its bank.
+    pub fn head(&self) -> &HeadParts {
+        &self.head
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -489,7 +494,7 @@ impl Detector {
     }
 }
 
-/// The score head of a loaded model: its kind and statistics from `meta`, its bank from the file.
+/// Builds the score head of a loaded model: its kind and statistics from `meta`, its bank from the file.
 fn head_of(
     path: &Path,
     meta: &ModelMeta,
@@ -510,7 +515,7 @@ fn head_of(
             Some(b.to_device(device))
         }
         (true, None) => bail!(
-            "model {} uses the {head:?} score head but holds no memory bank; retrain or restore it",
+            "model {} uses the {head:?} score head but contains no memory bank; retrain or restore it",
             path.display()
         ),
         (false, _) => None,

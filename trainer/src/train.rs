@@ -92,7 +92,7 @@ pub struct TrainConfig {
     pub threshold_mads: f64,
     /// Starting point of the adaptor.
     pub adaptor_init: AdaptorInit,
-    /// How the trained model scores patches.
+    /// Score head of the trained model.
     pub score_head: ScoreHead,
     /// Share of the training images, lowest image score first, whose patches
     /// may enter the scoring bank of the bank and blend heads.
@@ -221,9 +221,9 @@ pub struct EpochStats {
     /// Memory bank size at the last rebuild, in patch features.
     pub bank_size: i64,
     pub seconds: f64,
-    /// Diagnostics against known patch labels, when the caller passes them
-    /// (evaluation only; training never reads them): share of the
-    /// pseudo-anomalous patches that are truly anomalous.
+    /// Share of the pseudo-anomalous patches that are truly anomalous. This
+    /// and the next two fields are diagnostics against patch labels that
+    /// evaluation passes in, and training never reads them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudo_precision: Option<f64>,
     /// Share of the truly anomalous patches labelled pseudo-anomalous.

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use funad::data::{image_files, load_image};
 use funad::fit::{extract_images, fit_features, image_logits};
+use funad::head::{self, ScoreHead};
 use funad::metrics::auroc;
 use funad::train::{initial_localnet, TrainConfig};
-use funad::head::{self, ScoreHead};
 use funad::FeatureConfig;
 
 /// Picks every `step`-th image of an MTD folder, up to `count`.
@@ -22,7 +22,7 @@ fn pick(folder: &str, count: usize, step: usize) -> Vec<PathBuf> {
 fn training_separates_defects_and_beats_its_start() {
     let vit = common::backbone();
     let fcfg = FeatureConfig::default();
-    // The discriminator head, whose scores come from training alone; the
+    // The discriminator head, whose scores come from training alone. The
     // default bank head is checked at the end.
     let tcfg = TrainConfig {
         epochs: 20,
