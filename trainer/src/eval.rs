@@ -640,7 +640,6 @@ fn head_grids(
         crate::head::BankOptions {
             image_share: t.score_bank_share,
             max_features: t.score_bank_features,
-            self_eps: t.self_eps,
             seed: t.seed,
         },
     )?;

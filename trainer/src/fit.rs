@@ -213,7 +213,6 @@ pub fn fit_features_observed(
         head::BankOptions {
             image_share: tcfg.score_bank_share,
             max_features: tcfg.score_bank_features,
-            self_eps: tcfg.self_eps,
             seed: tcfg.seed,
         },
     )?;

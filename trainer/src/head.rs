@@ -51,14 +51,15 @@ impl ScoreHead {
 
 /// Builds the scoring bank: backbone features of the training images whose
 /// image score ranks below `image_share`, at most `max_features` of them drawn
-/// at random (seeded), from features `[N, P, D]`.
+/// at random (seeded), from features `[N, P, D]`. Returns the bank `[M, D]`
+/// and the training image index of each row `[M]`.
 pub fn final_bank(
     net: &LocalNet,
     features: &Tensor,
     image_share: f64,
     max_features: usize,
     seed: u64,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features.size3()?;
     if n == 0 || max_features == 0 {
@@ -72,15 +73,18 @@ pub fn final_bank(
     let keep = ((n as f64 * image_share).round() as usize).clamp(1, n as usize);
     let chosen = Tensor::from_slice(&order[..keep]).to_device(features.device());
     let mut bank = features.index_select(0, &chosen).view([-1, d]);
+    let mut groups = chosen.repeat_interleave_self_int(p, Some(0), None);
     let rows = bank.size()[0];
     if rows > max_features as i64 {
         let mut idx: Vec<i64> = (0..rows).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c));
         idx.truncate(max_features);
         idx.sort_unstable();
-        bank = bank.index_select(0, &Tensor::from_slice(&idx).to_device(features.device()));
+        let idx = Tensor::from_slice(&idx).to_device(features.device());
+        bank = bank.index_select(0, &idx);
+        groups = groups.index_select(0, &idx);
     }
-    Ok(bank)
+    Ok((bank, groups))
 }
 
 /// A score head with what it needs: the bank and the statistics that put its
@@ -133,14 +137,16 @@ pub struct BankOptions {
     /// Share of the training images, lowest image score first, whose patches may enter.
     pub image_share: f64,
     pub max_features: usize,
-    pub self_eps: f64,
     pub seed: u64,
 }
 
 /// Builds every part of `head` for a trained net from its training features
 /// `[N, P, D]`, and returns it with the training image maxima of its raw
 /// values, which calibrate the reported scores. A training image's own
-/// patches may be in the bank, so self-matches are skipped for these maxima.
+/// patches may be in the bank, so each image is measured against the bank
+/// entries of the other images only. Otherwise its own neighbouring patches,
+/// near-copies of each other, would make training images look more normal
+/// than new frames, and the threshold would flag too many of those.
 pub fn build(
     net: &LocalNet,
     features: &Tensor,
@@ -169,14 +175,16 @@ pub fn build(
         return Ok((parts, logit_maxima));
     }
 
-    let bank = final_bank(
+    let (bank, groups) = final_bank(
         net,
         features,
         opts.image_share,
         opts.max_features,
         opts.seed,
     )?;
-    let distance = knn::nearest_distance_excluding_self(&flat, &bank, opts.self_eps)
+    let query_groups = Tensor::arange(n, (Kind::Int64, features.device()))
+        .repeat_interleave_self_int(p, Some(0), None);
+    let distance = knn::nearest_distance_other_group(&flat, &query_groups, &bank, &groups)
         .clamp_min(0.0)
         .sqrt();
     let distance_maxima = image_max(&distance)?;
@@ -210,7 +218,11 @@ mod tests {
         let (_vs, net) = net(2);
         // Three images of one patch each.
         let feats = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 0.0, 5.0, 5.0]).view([3, 1, 2]);
-        let bank = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
+        let (bank, groups) = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
+        // Rows come lowest image score first, each with its image index.
+        let mut images = Vec::<i64>::try_from(&groups).unwrap();
+        images.sort_unstable();
+        assert_eq!(images, vec![0, 1, 2]);
         assert_eq!(bank.size(), [3, 2]);
         let parts = HeadParts {
             head: ScoreHead::Bank,
@@ -232,7 +244,7 @@ mod tests {
         let logits: Vec<f32> = Vec::try_from(net.logits(&feats.view([4, 2]))).unwrap();
         let mut order: Vec<usize> = (0..4).collect();
         order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
-        let bank = final_bank(&net, &feats, 0.5, 10, 0).unwrap();
+        let (bank, _) = final_bank(&net, &feats, 0.5, 10, 0).unwrap();
         let got: Vec<f32> = Vec::try_from(bank.flatten(0, 1)).unwrap();
         let expect: Vec<f32> = order[..2]
             .iter()

@@ -76,6 +76,34 @@ pub fn nearest_distance_excluding_self(queries: &Tensor, bank: &Tensor, self_eps
     })
 }
 
+/// For each query, the squared distance to its nearest bank feature from
+/// another group: bank entries whose group equals the query's are skipped. With
+/// images as groups, this is a leave-one-image-out distance, free of the
+/// near-copies that neighbouring patches of one image are of each other.
+/// A query whose group holds the whole bank gets infinity.
+pub fn nearest_distance_other_group(
+    queries: &Tensor,
+    query_groups: &Tensor,
+    bank: &Tensor,
+    bank_groups: &Tensor,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let prepared = Prepared::new(bank);
+    let bank_groups = bank_groups.unsqueeze(0);
+    blocked(queries.size()[0], |start, len| {
+        let q = queries.narrow(0, start, len);
+        let same = query_groups
+            .narrow(0, start, len)
+            .unsqueeze(1)
+            .eq_tensor(&bank_groups);
+        let (min, _) = prepared
+            .partial(&q)
+            .masked_fill(&same, f64::INFINITY)
+            .min_dim(1, true);
+        (min + row_norms(&q)).clamp_min(0.0).squeeze_dim(1)
+    })
+}
+
 /// For each query, the squared distance to its nearest bank feature (one-class scoring).
 pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
     let _guard = tch::no_grad_guard();
@@ -154,6 +182,27 @@ mod tests {
             nearest_distance_excluding_self(&none, &bank, 1e-2).size(),
             vec![0]
         );
+    }
+
+    #[test]
+    fn other_group_skips_own_group() {
+        let bank = t(&[[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]]);
+        let bank_groups = Tensor::from_slice(&[0i64, 0, 1]);
+        let q = t(&[[0.9, 0.0], [4.0, 0.0]]);
+        // Query 0 is in group 0, so (0,0) and (1,0) are skipped: (5,0) at 4.1².
+        // Query 1 is in group 1, so (5,0) is skipped: (1,0) at 3².
+        let d =
+            nearest_distance_other_group(&q, &Tensor::from_slice(&[0i64, 1]), &bank, &bank_groups);
+        let d: Vec<f32> = Vec::try_from(d).unwrap();
+        assert!((d[0] - 4.1f32 * 4.1).abs() < 1e-4, "{d:?}");
+        assert!((d[1] - 9.0).abs() < 1e-4, "{d:?}");
+        let alone = nearest_distance_other_group(
+            &t(&[[0.0, 0.0]]),
+            &Tensor::from_slice(&[0i64]),
+            &t(&[[1.0, 1.0]]),
+            &Tensor::from_slice(&[0i64]),
+        );
+        assert!(f32::try_from(alone.get(0)).unwrap().is_infinite());
     }
 
     #[test]

@@ -105,7 +105,6 @@ fn training_separates_defects_and_beats_its_start() {
         head::BankOptions {
             image_share: defaults.score_bank_share,
             max_features: defaults.score_bank_features,
-            self_eps: defaults.self_eps,
             seed: 3,
         },
     )

@@ -271,7 +271,8 @@ fn full_store_disk_keeps_stream() {
 #[test]
 fn read_only_folders_fail_start() {
     common::init();
-    let disk = Tmpfs::mount("fault-read-only", 16 << 20);
+    let model_len = std::fs::metadata(&common::model().path).unwrap().len();
+    let disk = Tmpfs::mount("fault-read-only", model_len + (4 << 20));
     let served = serve_test_model(&disk.path);
     std::fs::create_dir_all(disk.path.join("store")).unwrap();
     disk.remount_read_only();

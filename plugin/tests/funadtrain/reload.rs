@@ -131,9 +131,13 @@ fn broken_replacement_keeps_model() {
     let mut scorer = Scorer::new(&model, &[]);
     assert_eq!(scorer.frame().0, 5);
 
-    // A writer that does not write atomically leaves a truncated file for a while.
+    // A truncated replacement, moved into place in one rename. A writer that
+    // writes in place can show the watcher several partial states instead,
+    // each of which gets its own warning.
     let bytes = std::fs::read(&model).unwrap();
-    std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let partial = dir.join("m.safetensors.new");
+    std::fs::write(&partial, &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::rename(&partial, &model).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     for _ in 0..3 {
         assert_eq!(
