@@ -24,6 +24,10 @@ use crate::knn;
 use crate::localnet::LocalNet;
 use crate::model::ScoreStats;
 
+// NOTE: the bank head's search costs about 256 × 40,000 × 384 multiply-adds
+// a frame at the defaults, which is estimated at twice the backbone's own
+// work on a CPU. `--score-bank-features` trades that cost against accuracy.
+
 /// Patch score of a trained model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
