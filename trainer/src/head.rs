@@ -24,9 +24,9 @@ use crate::knn;
 use crate::localnet::LocalNet;
 use crate::model::ScoreStats;
 
-// NOTE: the bank head's search costs about 256 × 40,000 × 384 multiply-adds
-// a frame at the defaults, which is estimated at twice the backbone's own
-// work on a CPU. `--score-bank-features` trades that cost against accuracy.
+// NOTE: the bank head's search costs 256 × 40,000 × 384 ≈ 3.9 G multiply-adds
+// a frame at the defaults, about as much as the 8 backbone blocks (an estimate
+// from layer sizes). `--score-bank-features` trades that cost against accuracy.
 
 /// Patch score of a trained model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -67,7 +67,10 @@ pub fn final_bank(
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features.size3()?;
     if n == 0 || max_features == 0 {
-        bail!("the scoring bank needs at least one training image and a size above 0");
+        bail!(
+            "the scoring bank needs at least one training image and a size above 0: \
+             train on images and pass a score bank size such as 40000"
+        );
     }
     let image_scores = net
         .logits(&features.view([n * p, d]))

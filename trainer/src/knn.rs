@@ -80,7 +80,7 @@ pub fn nearest_distance_excluding_self(queries: &Tensor, bank: &Tensor, self_eps
 /// another group: bank entries whose group equals the query's are skipped. With
 /// images as groups, this is a leave-one-image-out distance, free of the
 /// near-copies that neighbouring patches of one image are of each other.
-/// A query whose group holds the whole bank gets infinity.
+/// A query whose group contains the whole bank gets infinity.
 pub fn nearest_distance_other_group(
     queries: &Tensor,
     query_groups: &Tensor,
