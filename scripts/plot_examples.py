@@ -16,6 +16,7 @@ row (one method), from its lowest to its highest example patch score.
 """
 
 import json
+import re
 import pathlib
 import sys
 
@@ -93,7 +94,11 @@ def main():
             ax.set_title(f"{example['kind']}\n{test_image['defect']} {example['image_score']:.3g}",
                          fontsize=6)
         cfg = report["config"]
-        label = f"{method['method'].split(' (')[0]}\nratio {cfg['ratio']:g}, seed {cfg['seed']}"
+        name = method["method"].split(" (")[0]
+        head = re.search(r"(\w+) head", method["method"])
+        if head:
+            name += f", {head.group(1).lower()} head"
+        label = f"{name}\nratio {cfg['ratio']:g}, seed {cfg['seed']}"
         axes[row][0].text(-0.1, 0.5, label, fontsize=6, rotation=90, ha="right", va="center",
                           transform=axes[row][0].transAxes)
     fig.tight_layout()
