@@ -24,9 +24,9 @@ use crate::knn;
 use crate::localnet::LocalNet;
 use crate::model::ScoreStats;
 
-// NOTE: the bank head's search costs 256 × 40,000 × 384 ≈ 3.9 G multiply-adds
-// a frame at the defaults, about as much as the 8 backbone blocks (an estimate
-// from layer sizes). `--score-bank-features` trades that cost against accuracy.
+// NOTE: at the default 40,000 features the bank search cut the scoring rate
+// on 2 CPU cores to a quarter of the discriminator head's (scripts/bench_heads.sh).
+// `--score-bank-features` trades that cost against accuracy.
 
 /// Patch score of a trained model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
