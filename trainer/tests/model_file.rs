@@ -7,33 +7,41 @@ use std::sync::OnceLock;
 
 use funad::data::image_files;
 use funad::fit::fit;
+use funad::head::ScoreHead;
 use funad::{Detector, FeatureConfig, TrainConfig};
 use tch::Device;
 
-/// Returns a small model trained once on 12 real MTD images and saved in a temp folder.
+/// Trains a model on 12 real MTD images (1 epoch, batch 4) with `head`.
+fn train_small(head: ScoreHead) -> Detector {
+    let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+        .unwrap()
+        .into_iter()
+        .step_by(40)
+        .take(12)
+        .collect();
+    let tcfg = TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        score_head: head,
+        score_bank_features: 1000,
+        ..TrainConfig::default()
+    };
+    fit(
+        common::backbone(),
+        &FeatureConfig::default(),
+        &tcfg,
+        &images,
+        None,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+/// Returns a small default-head model, trained once and saved in a temp folder.
 fn model() -> &'static (tempfile::TempDir, PathBuf) {
     static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
-            .unwrap()
-            .into_iter()
-            .step_by(40)
-            .take(12)
-            .collect();
-        let tcfg = TrainConfig {
-            epochs: 1,
-            batch_size: 4,
-            ..TrainConfig::default()
-        };
-        let detector = fit(
-            common::backbone(),
-            &FeatureConfig::default(),
-            &tcfg,
-            &images,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
+        let detector = train_small(TrainConfig::default().score_head);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.funad");
         detector.save(&path).unwrap();
@@ -172,30 +180,9 @@ fn save_replaces_atomically() {
     assert!(msg.contains("/nonexistent/dir"), "{msg}");
 }
 
-/// Trains the 12-image model of [`model`] with `head` and saves it.
-fn model_with_head(head: funad::head::ScoreHead) -> (tempfile::TempDir, PathBuf, Detector) {
-    let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
-        .unwrap()
-        .into_iter()
-        .step_by(40)
-        .take(12)
-        .collect();
-    let tcfg = TrainConfig {
-        epochs: 1,
-        batch_size: 4,
-        score_head: head,
-        score_bank_features: 1000,
-        ..TrainConfig::default()
-    };
-    let detector = fit(
-        common::backbone(),
-        &FeatureConfig::default(),
-        &tcfg,
-        &images,
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+/// Trains the 12-image model with `head` and saves it.
+fn model_with_head(head: ScoreHead) -> (tempfile::TempDir, PathBuf, Detector) {
+    let detector = train_small(head);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("head.funad");
     detector.save(&path).unwrap();
@@ -204,7 +191,6 @@ fn model_with_head(head: funad::head::ScoreHead) -> (tempfile::TempDir, PathBuf,
 
 #[test]
 fn bank_heads_round_trip_with_their_bank() {
-    use funad::head::ScoreHead;
     let image =
         funad::data::load_image(&common::mtd().join("test/crack/exp1_num_249594.jpg")).unwrap();
     for head in [ScoreHead::Bank, ScoreHead::Blend] {
@@ -229,7 +215,7 @@ fn bank_heads_round_trip_with_their_bank() {
 #[test]
 fn format_2_file_reads_as_discriminator_head() {
     // Version 2 files contain a discriminator-head model without a bank.
-    let (_dir, path, _) = model_with_head(funad::head::ScoreHead::Discriminator);
+    let (_dir, path, _) = model_with_head(ScoreHead::Discriminator);
     let path = &path;
     let bytes = std::fs::read(path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
