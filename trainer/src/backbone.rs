@@ -1,4 +1,6 @@
-//! DINO-family Vision Transformer (DINO v1 and DINOv2) written with tch.
+//! The frozen backbone: a DINO-family Vision Transformer (DINO v1 and
+//! DINOv2) or the EfficientNet-Lite0 CNN ([`crate::efficientnet`]), written
+//! with tch.
 //!
 //! The weights are read from safetensors under the official key names of
 //! facebookresearch/dino and facebookresearch/dinov2 (`cls_token`,
@@ -15,14 +17,34 @@ use sha2::{Digest, Sha256};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+use crate::efficientnet::{self, EfficientNetLite};
+
 /// LayerNorm epsilon of both DINO v1 and DINOv2.
 const LAYER_NORM_EPS: f64 = 1e-6;
 /// Width of one attention head in every DINO and DINOv2 model.
 const HEAD_DIM: i64 = 64;
 
-/// Architecture of a ViT, derived from the shapes in its checkpoint.
+/// Network family of a backbone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// DINO v1 or DINOv2 Vision Transformer.
+    #[default]
+    Backbone,
+    /// EfficientNet-Lite0, ImageNet-trained.
+    EfficientNetLite,
+}
+
+/// Architecture of a backbone, derived from the shapes in its checkpoint.
+///
+/// The fields describe a ViT. For a CNN, `patch_size` is the network's total
+/// stride (input sides must be multiples of it), `embed_dim` the width of the
+/// last block, `depth` the number of blocks, and the other fields are zero.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VitConfig {
+    /// Network family; model files written before the CNN existed have none and are ViTs.
+    #[serde(default)]
+    pub family: Family,
     /// Side of one square patch, in pixels.
     pub patch_size: i64,
     /// Token width.
@@ -42,6 +64,9 @@ pub struct VitConfig {
 impl VitConfig {
     /// Short human-readable name, for example `dinov2 vit-s/14`.
     pub fn name(&self) -> String {
+        if self.family == Family::EfficientNetLite {
+            return "efficientnet-lite0".to_string();
+        }
         let size = match self.embed_dim {
             384 => "s",
             768 => "b",
@@ -136,22 +161,33 @@ impl Block {
     }
 }
 
-/// Tokens after one transformer block, with the final LayerNorm applied.
+/// Tokens after one block: for a ViT with the final LayerNorm applied, for
+/// a CNN the block's feature map.
 pub struct BlockTokens {
     /// 1-based index of the block.
     pub block: usize,
-    /// CLS token, `[batch, width]`.
-    pub cls: Tensor,
+    /// CLS token, `[batch, width]`; a CNN has none.
+    pub cls: Option<Tensor>,
     /// Patch tokens as a grid, `[batch, grid_h, grid_w, width]`.
     pub patches: Tensor,
 }
 
-/// A frozen DINO-family ViT.
-pub struct Vit {
+/// A frozen backbone: a DINO-family ViT or EfficientNet-Lite0.
+pub struct Backbone {
     vs: nn::VarStore,
     cfg: VitConfig,
     id: BackboneId,
     path: PathBuf,
+    net: Net,
+}
+
+enum Net {
+    Backbone(VitNet),
+    Cnn(EfficientNetLite),
+}
+
+struct VitNet {
+    cfg: VitConfig,
     patch_embed: nn::Conv2D,
     cls_token: Tensor,
     register_tokens: Option<Tensor>,
@@ -162,12 +198,12 @@ pub struct Vit {
 
 // SAFETY: after `load` the weights are frozen and never written again; every
 // method only reads them, under `no_grad`. libtorch allows concurrent reads of
-// one tensor from several threads, so sharing a `Vit` between threads is sound.
-unsafe impl Sync for Vit {}
+// one tensor from several threads, so sharing a `Backbone` between threads is sound.
+unsafe impl Sync for Backbone {}
 
-impl std::fmt::Debug for Vit {
+impl std::fmt::Debug for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vit")
+        f.debug_struct("Backbone")
             .field("id", &self.id)
             .field("path", &self.path)
             .finish()
@@ -184,15 +220,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn infer_config(path: &Path) -> Result<VitConfig> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read backbone weights {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| {
-        format!(
-            "{} is not a valid safetensors file (truncated or another format?)",
-            path.display()
-        )
-    })?;
+fn infer_vit_config(path: &Path, st: &safetensors::SafeTensors) -> Result<VitConfig> {
     let shape = |name: &str| -> Result<Vec<usize>> {
         Ok(st
             .tensor(name)
@@ -243,6 +271,7 @@ fn infer_config(path: &Path) -> Result<VitConfig> {
         );
     }
     Ok(VitConfig {
+        family: Family::Backbone,
         patch_size: pe[2] as i64,
         embed_dim,
         depth,
@@ -253,19 +282,14 @@ fn infer_config(path: &Path) -> Result<VitConfig> {
     })
 }
 
-impl Vit {
-    /// Loads a ViT from a safetensors checkpoint onto `device`.
-    pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let cfg = infer_config(path)?;
-        let sha256 = sha256_file(path)?;
-        let mut vs = nn::VarStore::new(device);
-        let root = vs.root();
+impl VitNet {
+    fn new(root: &nn::Path, cfg: &VitConfig) -> Self {
         let d = cfg.embed_dim;
         let conv = nn::ConvConfig {
             stride: cfg.patch_size,
             ..Default::default()
         };
-        let patch_embed = nn::conv2d(&root / "patch_embed" / "proj", 3, d, cfg.patch_size, conv);
+        let patch_embed = nn::conv2d(root / "patch_embed" / "proj", 3, d, cfg.patch_size, conv);
         let cls_token = root.var("cls_token", &[1, 1, d], nn::Init::Const(0.0));
         let register_tokens = (cfg.num_registers > 0).then(|| {
             root.var(
@@ -280,48 +304,22 @@ impl Vit {
             nn::Init::Const(0.0),
         );
         let blocks = (0..cfg.depth)
-            .map(|i| Block::new(&root / "blocks" / i, &cfg))
+            .map(|i| Block::new(root / "blocks" / i, cfg))
             .collect();
         let ln = nn::LayerNormConfig {
             eps: LAYER_NORM_EPS,
             ..Default::default()
         };
-        let norm = nn::layer_norm(&root / "norm", vec![d], ln);
-        load_partial(&mut vs, path)?;
-        vs.freeze();
-        let id = BackboneId {
-            name: cfg.name(),
-            sha256,
-            config: cfg.clone(),
-        };
-        Ok(Vit {
-            vs,
-            cfg,
-            id,
-            path: path.to_path_buf(),
+        let norm = nn::layer_norm(root / "norm", vec![d], ln);
+        VitNet {
+            cfg: cfg.clone(),
             patch_embed,
             cls_token,
             register_tokens,
             pos_embed,
             blocks,
             norm,
-        })
-    }
-
-    pub fn config(&self) -> &VitConfig {
-        &self.cfg
-    }
-
-    pub fn id(&self) -> &BackboneId {
-        &self.id
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn device(&self) -> Device {
-        self.vs.device()
+        }
     }
 
     /// Returns the position embedding resized to a `gh`×`gw` grid.
@@ -347,24 +345,10 @@ impl Vit {
         Tensor::cat(&[cls, grid], 1)
     }
 
-    /// Runs the ViT on normalised images `[batch, 3, H, W]` up to the last
-    /// requested block and returns the tokens after each requested block
-    /// (1-based indices). H and W must be multiples of the patch size.
-    pub fn forward_blocks(&self, images: &Tensor, blocks: &[usize]) -> Result<Vec<BlockTokens>> {
-        let (b, c, h, w) = images
-            .size4()
-            .context("backbone input must be [batch, 3, H, W]")?;
+    fn forward_blocks(&self, images: &Tensor, blocks: &[usize]) -> Result<Vec<BlockTokens>> {
+        let (b, _, h, w) = images.size4()?;
         let p = self.cfg.patch_size;
-        if c != 3 || h % p != 0 || w % p != 0 {
-            bail!("backbone input has shape [{b}, {c}, {h}, {w}]; expected 3 channels and H, W multiples of {p}");
-        }
         let last = *blocks.iter().max().context("no block requested")?;
-        if blocks.contains(&0) || last > self.cfg.depth as usize {
-            bail!(
-                "requested blocks {blocks:?}, but this backbone has blocks 1 to {}",
-                self.cfg.depth
-            );
-        }
         let (gh, gw) = (h / p, w / p);
         let d = self.cfg.embed_dim;
         let r = self.cfg.num_registers;
@@ -396,7 +380,7 @@ impl Vit {
                 let normed = self.norm.forward(&x);
                 out.push(BlockTokens {
                     block: i + 1,
-                    cls: normed.select(1, 0),
+                    cls: Some(normed.select(1, 0)),
                     patches: normed.narrow(1, 1 + r, gh * gw).reshape([b, gh, gw, d]),
                 });
             }
@@ -404,15 +388,141 @@ impl Vit {
         out.sort_by_key(|t| blocks.iter().position(|&q| q == t.block));
         Ok(out)
     }
+}
 
-    /// Runs all blocks and returns the final LayerNorm output `[batch, 1 + R + N, width]`,
-    /// the same tensor the reference implementations return.
+impl Backbone {
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read backbone weights {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid safetensors file (truncated or another format?)",
+                path.display()
+            )
+        })?;
+        let sha256 = sha256_file(path)?;
+        let mut vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (cfg, net) = if efficientnet::is_efficientnet(&st) {
+            let cnn = EfficientNetLite::new(&root, &st, &path.display().to_string())?;
+            let cfg = VitConfig {
+                family: Family::EfficientNetLite,
+                patch_size: *cnn.strides().last().expect("blocks"),
+                embed_dim: *cnn.widths().last().expect("blocks"),
+                depth: cnn.widths().len() as i64,
+                num_heads: 0,
+                layer_scale: false,
+                num_registers: 0,
+                pos_grid: 0,
+            };
+            (cfg, Net::Cnn(cnn))
+        } else {
+            let cfg = infer_vit_config(path, &st)?;
+            let net = VitNet::new(&root, &cfg);
+            (cfg, Net::Backbone(net))
+        };
+        drop(st);
+        drop(bytes);
+        load_partial(&mut vs, path)?;
+        vs.freeze();
+        let id = BackboneId {
+            name: cfg.name(),
+            sha256,
+            config: cfg.clone(),
+        };
+        Ok(Backbone {
+            vs,
+            cfg,
+            id,
+            path: path.to_path_buf(),
+            net,
+        })
+    }
+
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    pub fn id(&self) -> &BackboneId {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Whether the backbone has a CLS token (a ViT does, a CNN not).
+    pub fn has_cls(&self) -> bool {
+        matches!(self.net, Net::Backbone(_))
+    }
+
+    /// Width of the features after 1-based block `block`.
+    pub fn block_width(&self, block: usize) -> i64 {
+        match &self.net {
+            Net::Backbone(_) => self.cfg.embed_dim,
+            Net::Cnn(cnn) => cnn.widths()[block - 1],
+        }
+    }
+
+    /// Stride of the feature grid after 1-based block `block`, in input pixels.
+    pub fn block_stride(&self, block: usize) -> i64 {
+        match &self.net {
+            Net::Backbone(_) => self.cfg.patch_size,
+            Net::Cnn(cnn) => cnn.strides()[block - 1],
+        }
+    }
+
+    /// Runs the backbone on normalised images `[batch, 3, H, W]` up to the
+    /// last requested block and returns the tokens after each requested block
+    /// (1-based indices), in the order requested. H and W must be multiples
+    /// of the patch size of a ViT, or of the total stride of a CNN.
+    pub fn forward_blocks(&self, images: &Tensor, blocks: &[usize]) -> Result<Vec<BlockTokens>> {
+        let (b, c, h, w) = images
+            .size4()
+            .context("backbone input must be [batch, 3, H, W]")?;
+        let p = self.cfg.patch_size;
+        if c != 3 || h % p != 0 || w % p != 0 {
+            bail!("backbone input has shape [{b}, {c}, {h}, {w}]; expected 3 channels and H, W multiples of {p}");
+        }
+        let last = *blocks.iter().max().context("no block requested")?;
+        if blocks.contains(&0) || last > self.cfg.depth as usize {
+            bail!(
+                "requested blocks {blocks:?}, but this backbone has blocks 1 to {}",
+                self.cfg.depth
+            );
+        }
+        match &self.net {
+            Net::Backbone(vit) => vit.forward_blocks(images, blocks),
+            Net::Cnn(cnn) => Ok(cnn
+                .forward_blocks(images, blocks)?
+                .into_iter()
+                .zip(blocks)
+                .map(|(patches, &block)| BlockTokens {
+                    block,
+                    cls: None,
+                    patches,
+                })
+                .collect()),
+        }
+    }
+
+    /// Runs all blocks of a ViT and returns the final LayerNorm output
+    /// `[batch, 1 + R + N, width]`, the same tensor the reference
+    /// implementations return. Fails for a CNN.
     pub fn forward_final(&self, images: &Tensor) -> Result<Tensor> {
         let tokens = self.forward_blocks(images, &[self.cfg.depth as usize])?;
         let t = &tokens[0];
+        let cls = t
+            .cls
+            .as_ref()
+            .context("forward_final needs a ViT backbone with a CLS token")?;
         let (b, gh, gw, d) = t.patches.size4()?;
         Ok(Tensor::cat(
-            &[t.cls.unsqueeze(1), t.patches.reshape([b, gh * gw, d])],
+            &[cls.unsqueeze(1), t.patches.reshape([b, gh * gw, d])],
             1,
         ))
     }

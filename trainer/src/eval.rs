@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::Vit;
+use crate::backbone::Backbone;
 use crate::baselines;
 use crate::data::{self, Overlap};
 use crate::feature_cache;
@@ -522,7 +522,7 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
 
 fn run_funad(
     prepared: &Prepared,
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     cfg: &EvalConfig,
     on_event: &mut dyn FnMut(EvalEvent),
 ) -> Result<Vec<MethodResult>> {
@@ -693,7 +693,7 @@ pub fn oracle_epoch(epochs: &[EpochMetrics]) -> Option<&EpochMetrics> {
 /// Builds the contaminated split, its features (from the dataset cache when
 /// present) and its ground truth.
 fn prepare(
-    vit: &Vit,
+    vit: &Backbone,
     cfg: &EvalConfig,
     on_event: &mut dyn FnMut(EvalEvent),
 ) -> Result<(Prepared, f64)> {
@@ -789,7 +789,7 @@ fn prepare(
 /// Runs the protocol: every requested method on the same features of the
 /// same contaminated training set, scored in both overlap settings.
 pub fn evaluate(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     cfg: &EvalConfig,
     on_event: &mut dyn FnMut(EvalEvent),
 ) -> Result<EvalReport> {

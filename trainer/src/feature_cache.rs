@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
 
-use crate::backbone::Vit;
+use crate::backbone::Backbone;
 use crate::data;
 use crate::features::FeatureConfig;
 use crate::fit;
@@ -39,7 +39,7 @@ impl DatasetFeatures {
 }
 
 /// Cache key of the features of `paths`: backbone, feature options and the image list.
-fn cache_key(vit: &Vit, cfg: &FeatureConfig, paths: &[PathBuf]) -> String {
+fn cache_key(vit: &Backbone, cfg: &FeatureConfig, paths: &[PathBuf]) -> String {
     let mut h = Sha256::new();
     h.update(&vit.id().sha256);
     h.update(serde_json::to_string(cfg).unwrap_or_default());
@@ -54,7 +54,7 @@ fn cache_key(vit: &Vit, cfg: &FeatureConfig, paths: &[PathBuf]) -> String {
 /// backbone, feature options and image list is there, otherwise extracted
 /// (and written to `cache` when given). `on_done(done, total)` reports extraction.
 pub fn dataset_features(
-    vit: &Vit,
+    vit: &Backbone,
     cfg: &FeatureConfig,
     paths: &[PathBuf],
     cache: Option<&Path>,

@@ -1,11 +1,11 @@
 //! Patch features: image preprocessing and the backbone options that turn
 //! ViT tokens into one feature vector per patch.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::Vit;
+use crate::backbone::Backbone;
 
 /// ImageNet channel means and standard deviations, which DINO and DINOv2 were trained with.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -67,11 +67,16 @@ impl FeatureConfig {
     }
 
     /// Checks the options against a backbone and returns the feature size.
-    pub fn validate(&self, vit: &Vit) -> Result<i64> {
+    pub fn validate(&self, vit: &Backbone) -> Result<i64> {
         let cfg = vit.config();
         if self.input_size <= 0 || self.input_size % cfg.patch_size != 0 {
+            let unit = if vit.has_cls() {
+                "patch size"
+            } else {
+                "network's total stride"
+            };
             bail!(
-                "input size {} is invalid for {}: use a positive multiple of the patch size {}",
+                "input size {} is invalid for {}: use a positive multiple of the {unit} {}",
                 self.input_size,
                 cfg.name(),
                 cfg.patch_size
@@ -100,17 +105,39 @@ impl FeatureConfig {
                 self.pool
             );
         }
-        let d = cfg.embed_dim;
+        if self.with_cls && !vit.has_cls() {
+            bail!(
+                "{} has no CLS token: drop --with-cls (with-cls) for this backbone",
+                cfg.name()
+            );
+        }
+        let widths: Vec<i64> = self.blocks.iter().map(|&b| vit.block_width(b)).collect();
         let tokens = match self.merge {
-            LayerMerge::Concat => d * self.blocks.len() as i64,
-            LayerMerge::Mean => d,
+            LayerMerge::Concat => widths.iter().sum(),
+            LayerMerge::Mean => {
+                if widths.iter().any(|&w| w != widths[0]) {
+                    bail!(
+                        "blocks {:?} of {} have widths {widths:?}; the mean merge needs equal \
+                         widths, use the concat merge",
+                        self.blocks,
+                        cfg.name()
+                    );
+                }
+                widths[0]
+            }
         };
-        Ok(tokens + if self.with_cls { d } else { 0 })
+        Ok(tokens + if self.with_cls { cfg.embed_dim } else { 0 })
     }
 
-    /// Side of the patch grid.
-    pub fn grid(&self, vit: &Vit) -> i64 {
-        self.input_size / vit.config().patch_size
+    /// Side of the patch grid: the input size over the finest requested block's stride.
+    pub fn grid(&self, vit: &Backbone) -> i64 {
+        let stride = self
+            .blocks
+            .iter()
+            .map(|&b| vit.block_stride(b))
+            .min()
+            .unwrap_or(vit.config().patch_size);
+        self.input_size / stride
     }
 }
 
@@ -157,24 +184,41 @@ pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> 
 
 /// Turns a batch of normalised images `[B, 3, S, S]` into patch features
 /// `[B, grid, grid, feature_size]`.
-pub fn extract(vit: &Vit, cfg: &FeatureConfig, images: &Tensor) -> Result<Tensor> {
+///
+/// Each block's grid is pooled at its own resolution; grids coarser than the
+/// finest one (CNN stages) are then resized to it with bilinear
+/// interpolation, as PatchCore does, and the blocks are merged.
+pub fn extract(vit: &Backbone, cfg: &FeatureConfig, images: &Tensor) -> Result<Tensor> {
     let tokens = vit.forward_blocks(images, &cfg.blocks)?;
     let _guard = tch::no_grad_guard();
-    let patches: Vec<Tensor> = tokens.iter().map(|t| t.patches.shallow_clone()).collect();
+    let grid = cfg.grid(vit);
+    let patches: Vec<Tensor> = tokens
+        .iter()
+        .map(|t| {
+            // [B, C, h, w] for pooling and resizing.
+            let mut x = t.patches.permute([0, 3, 1, 2]);
+            if cfg.pool > 1 {
+                // Average over a pool×pool neighbourhood, ignoring positions outside the grid.
+                let k = cfg.pool;
+                x = x.avg_pool2d([k, k], [1, 1], [k / 2, k / 2], false, false, None::<i64>);
+            }
+            if x.size()[2] != grid || x.size()[3] != grid {
+                x = x.upsample_bilinear2d([grid, grid], false, None, None);
+            }
+            x.permute([0, 2, 3, 1])
+        })
+        .collect();
     let mut feat = match cfg.merge {
         LayerMerge::Concat => Tensor::cat(&patches, -1),
         LayerMerge::Mean => Tensor::stack(&patches, 0).mean_dim(0, false, Kind::Float),
     };
-    if cfg.pool > 1 {
-        // Average over a pool×pool neighbourhood, ignoring positions outside the grid.
-        let k = cfg.pool;
-        feat = feat
-            .permute([0, 3, 1, 2])
-            .avg_pool2d([k, k], [1, 1], [k / 2, k / 2], false, false, None::<i64>)
-            .permute([0, 2, 3, 1]);
-    }
     if cfg.with_cls {
-        let cls = &tokens.last().expect("at least one block").cls;
+        let cls = tokens
+            .last()
+            .expect("at least one block")
+            .cls
+            .as_ref()
+            .context("this backbone has no CLS token")?;
         let (b, gh, gw, _) = feat.size4()?;
         let d = cls.size()[1];
         feat = Tensor::cat(

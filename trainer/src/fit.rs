@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::Vit;
+use crate::backbone::Backbone;
 use crate::data::load_image;
 use crate::features::{self, FeatureConfig};
 use crate::head;
@@ -34,7 +34,7 @@ pub enum FitEvent<'a> {
 /// Computes the patch features `[N, grid·grid, D]` of `total` 8-bit images.
 /// Images are decoded lazily, so only one batch of them is in memory at a time.
 pub fn extract_images(
-    vit: &Vit,
+    vit: &Backbone,
     cfg: &FeatureConfig,
     images: impl IntoIterator<Item = Result<Tensor>>,
     total: usize,
@@ -89,7 +89,7 @@ pub fn synthetic_images(paths: &[PathBuf], ratio: f64, seed: u64) -> Result<Vec<
 /// Trains a detector on unlabeled images (any sizes, grey or colour). An
 /// image that cannot be read is an error.
 pub fn fit(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     paths: &[PathBuf],
@@ -102,7 +102,7 @@ pub fn fit(
 /// Trains like [`fit`], but leaves out images that cannot be read, after
 /// passing each one's path and error to `on_unreadable`.
 pub fn fit_skipping_unreadable(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     paths: &[PathBuf],
@@ -122,7 +122,7 @@ pub fn fit_skipping_unreadable(
 }
 
 fn fit_inner(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     paths: &[PathBuf],
@@ -163,7 +163,7 @@ fn fit_inner(
 
 /// Trains a detector on precomputed patch features `[N, grid·grid, D]`.
 pub fn fit_features(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     feats: &Tensor,
@@ -186,7 +186,7 @@ pub fn fit_features(
 /// labels, as in [`train::train_observed`].
 #[allow(clippy::too_many_arguments)]
 pub fn fit_features_observed(
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     feats: &Tensor,

@@ -1,6 +1,6 @@
 //! FUN-AD: fully unsupervised anomaly detection with noisy training data.
 //!
-//! A frozen DINO-family ViT ([`backbone`]) gives patch features
+//! A frozen DINO-family ViT or EfficientNet-Lite0 ([`backbone`]) gives patch features
 //! ([`features`]); Local-Net ([`localnet`]) scores each patch. Training
 //! ([`train`]) needs no labels: pseudo-labels come from nearest-neighbour
 //! distances to a memory bank of the images the current model finds most
@@ -10,6 +10,7 @@
 pub mod backbone;
 pub mod baselines;
 pub mod data;
+pub mod efficientnet;
 pub mod eval;
 pub mod feature_cache;
 pub mod features;
@@ -27,7 +28,7 @@ pub mod store;
 pub mod synth;
 pub mod train;
 
-pub use backbone::Vit;
+pub use backbone::Backbone;
 pub use features::FeatureConfig;
 pub use model::{Detector, ModelMeta, Scored, Verdict};
 pub use train::TrainConfig;

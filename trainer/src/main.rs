@@ -16,7 +16,7 @@ use funad::features::{FeatureConfig, LayerMerge};
 use funad::fit::{self, FitEvent};
 use funad::head::ScoreHead;
 use funad::train::{AdaptorInit, BankNormalisation, Optimizer, TrainConfig};
-use funad::{map, select_device, Detector, Verdict, Vit};
+use funad::{map, select_device, Backbone, Detector, Verdict};
 
 /// Default backbone weights, as installed by scripts/setup.sh.
 const DEFAULT_BACKBONE: &str = "weights/dinov2_vits14.safetensors";
@@ -113,7 +113,7 @@ struct FeatureArgs {
 }
 
 impl FeatureArgs {
-    fn config(&self, vit: &Vit) -> FeatureConfig {
+    fn config(&self, vit: &Backbone) -> FeatureConfig {
         if self.paper_features {
             return FeatureConfig {
                 input_size: self.input_size,
@@ -375,7 +375,7 @@ impl Bars {
     }
 }
 
-fn load_backbone(common: &Common) -> Result<Arc<Vit>> {
+fn load_backbone(common: &Common) -> Result<Arc<Backbone>> {
     let device = select_device(&common.device)?;
     if !common.backbone.is_file() {
         anyhow::bail!(
@@ -383,7 +383,7 @@ fn load_backbone(common: &Common) -> Result<Arc<Vit>> {
             common.backbone.display()
         );
     }
-    Ok(Arc::new(Vit::load(&common.backbone, device)?))
+    Ok(Arc::new(Backbone::load(&common.backbone, device)?))
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::backbone::{BackboneId, Vit};
+use crate::backbone::{Backbone, BackboneId};
 use crate::features::{self, FeatureConfig};
 use crate::head::{HeadParts, ScoreHead};
 use crate::localnet::LocalNet;
@@ -165,7 +165,7 @@ pub struct Scored {
 
 /// A backbone and a trained Local-Net, ready to score images.
 pub struct Detector {
-    vit: Arc<Vit>,
+    vit: Arc<Backbone>,
     _vs: nn::VarStore,
     net: LocalNet,
     head: HeadParts,
@@ -277,7 +277,7 @@ impl Detector {
     /// Wraps a trained Local-Net and its score head. `meta.model_id` is set
     /// from the weights and the bank, and the head's fields of `meta` from `head`.
     pub fn new(
-        vit: Arc<Vit>,
+        vit: Arc<Backbone>,
         vs: nn::VarStore,
         net: LocalNet,
         head: HeadParts,
@@ -310,7 +310,7 @@ impl Detector {
         &self.meta
     }
 
-    pub fn backbone(&self) -> &Arc<Vit> {
+    pub fn backbone(&self) -> &Arc<Backbone> {
         &self.vit
     }
 
@@ -371,12 +371,12 @@ impl Detector {
                 meta.backbone.name
             );
         }
-        let vit = Arc::new(Vit::load(&backbone_path, device)?);
+        let vit = Arc::new(Backbone::load(&backbone_path, device)?);
         Self::with_backbone(path, meta, tensors, vit)
     }
 
     /// Loads a model file onto an already loaded backbone, which must be the one it was trained with.
-    pub fn load_with_backbone(path: &Path, vit: Arc<Vit>) -> Result<Self> {
+    pub fn load_with_backbone(path: &Path, vit: Arc<Backbone>) -> Result<Self> {
         let (meta, tensors) = read_model_file(path)?;
         Self::with_backbone(path, meta, tensors, vit)
     }
@@ -385,7 +385,7 @@ impl Detector {
         path: &Path,
         meta: ModelMeta,
         tensors: Vec<(String, Tensor)>,
-        vit: Arc<Vit>,
+        vit: Arc<Backbone>,
     ) -> Result<Self> {
         if vit.id().sha256 != meta.backbone.sha256 {
             bail!(

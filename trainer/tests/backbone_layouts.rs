@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use funad::features::{extract, preprocess, FeatureConfig, LayerMerge};
-use funad::Vit;
+use funad::Backbone;
 use tch::{Device, Kind, Tensor};
 
 const WIDTH: i64 = 384;
@@ -78,7 +78,7 @@ fn dino_v1_layout_loads_and_interpolates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dino_vits16.safetensors");
     write_checkpoint(&path, 16, 14, 2, false, 0);
-    let vit = Vit::load(&path, Device::Cpu).unwrap();
+    let vit = Backbone::load(&path, Device::Cpu).unwrap();
     let cfg = vit.config();
     assert_eq!(cfg.patch_size, 16);
     assert_eq!(cfg.depth, 2);
@@ -116,7 +116,7 @@ fn dinov2_registers_are_not_patches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dinov2_vits14_reg.safetensors");
     write_checkpoint(&path, 14, 37, 2, true, 4);
-    let vit = Vit::load(&path, Device::Cpu).unwrap();
+    let vit = Backbone::load(&path, Device::Cpu).unwrap();
     assert_eq!(vit.config().num_registers, 4);
     assert_eq!(vit.config().name(), "dinov2 vit-s/14-reg");
     // CLS plus 16×16 patches: the four register tokens are dropped.
@@ -133,11 +133,11 @@ fn foreign_checkpoint_is_rejected() {
         Tensor::zeros([64, 3, 7, 7], (Kind::Float, Device::Cpu)),
     )];
     Tensor::write_safetensors(&named, &path).unwrap();
-    let msg = format!("{:#}", Vit::load(&path, Device::Cpu).unwrap_err());
+    let msg = format!("{:#}", Backbone::load(&path, Device::Cpu).unwrap_err());
     assert!(msg.contains("patch_embed.proj.weight"), "{msg}");
     assert!(msg.contains("resnet.safetensors"), "{msg}");
 
     std::fs::write(&path, b"garbage").unwrap();
-    let msg = format!("{:#}", Vit::load(&path, Device::Cpu).unwrap_err());
+    let msg = format!("{:#}", Backbone::load(&path, Device::Cpu).unwrap_err());
     assert!(msg.contains("not a valid safetensors file"), "{msg}");
 }

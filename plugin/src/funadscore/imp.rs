@@ -10,7 +10,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use funad::{Detector, Vit};
+use funad::{Backbone, Detector};
 
 use super::finish::finish_result;
 use super::overlay::{self, OverlayStyle};
@@ -823,7 +823,7 @@ fn load_detector(
     element: &super::FunadScore,
     settings: &Settings,
     model: &Path,
-    vit: Option<&Arc<Vit>>,
+    vit: Option<&Arc<Backbone>>,
 ) -> Result<Detector, LoadError> {
     let meta = Detector::read_meta(model).map_err(|err| {
         LoadError::new(
@@ -881,7 +881,7 @@ fn spawn_watcher(
     element: &super::FunadScore,
     model: PathBuf,
     settings: Settings,
-    mut vit: Option<Arc<Vit>>,
+    mut vit: Option<Arc<Backbone>>,
     mut loaded: Option<FileStamp>,
 ) -> Result<Watcher, gst::ErrorMessage> {
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,7 +15,7 @@ use funad::gate::{self, GateConfig, GateReport};
 use funad::repo::ModelRepo;
 use funad::store::{Frame, FrameStore, Offered};
 use funad::train::Cancelled;
-use funad::{Detector, FeatureConfig, TrainConfig, Vit};
+use funad::{Backbone, Detector, FeatureConfig, TrainConfig};
 
 use crate::watch;
 
@@ -274,7 +274,7 @@ pub fn trainer_loop(shared: Arc<Shared>) {
             ),
         );
     }
-    let mut vit: Option<Arc<Vit>> = None;
+    let mut vit: Option<Arc<Backbone>> = None;
     let mut next_interval = cfg.train_interval.map(|d| Instant::now() + d);
     let mut next_at = cfg
         .train_at
@@ -446,7 +446,7 @@ impl ProgressReporter<'_> {
     }
 }
 
-fn load_backbone(shared: &Shared, cache: &mut Option<Arc<Vit>>) -> Result<Arc<Vit>> {
+fn load_backbone(shared: &Shared, cache: &mut Option<Arc<Backbone>>) -> Result<Arc<Backbone>> {
     let path = match &shared.config.backbone {
         Some(p) => p.clone(),
         None => match shared.repo.served_meta()? {
@@ -458,7 +458,7 @@ fn load_backbone(shared: &Shared, cache: &mut Option<Arc<Vit>>) -> Result<Arc<Vi
         return Ok(vit.clone());
     }
     let vit = Arc::new(
-        Vit::load(&path, shared.config.device)
+        Backbone::load(&path, shared.config.device)
             .with_context(|| format!("cannot load backbone {}", path.display()))?,
     );
     *cache = Some(vit.clone());
@@ -481,7 +481,7 @@ fn image_scores(
 }
 
 /// Loads the model in service for the gate; `None` at cold start.
-fn current_model(shared: &Shared, vit: &Arc<Vit>) -> Option<Detector> {
+fn current_model(shared: &Shared, vit: &Arc<Backbone>) -> Option<Detector> {
     let served = shared.repo.served_path();
     if !served.exists() {
         return None;
@@ -511,7 +511,11 @@ fn remove_dir(path: &Path) {
 }
 
 /// Runs one training: snapshot, fit, gate, save and serve.
-fn run_training(shared: &Shared, trigger: Trigger, vit_cache: &mut Option<Arc<Vit>>) -> Result<()> {
+fn run_training(
+    shared: &Shared,
+    trigger: Trigger,
+    vit_cache: &mut Option<Arc<Backbone>>,
+) -> Result<()> {
     let started = Instant::now();
     let cfg = &shared.config;
     let version = shared.repo.next_version()?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once, OnceLock};
 
 use funad::fit::fit;
-use funad::{Detector, FeatureConfig, ModelMeta, TrainConfig, Vit};
+use funad::{Backbone, Detector, FeatureConfig, ModelMeta, TrainConfig};
 use gst::prelude::*;
 use gst_video::prelude::*;
 
@@ -113,7 +113,8 @@ pub struct TestModel {
 pub fn model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let vit = Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).expect("backbone loads"));
+        let vit =
+            Arc::new(Backbone::load(&backbone_path(), tch::Device::Cpu).expect("backbone loads"));
         let config = TrainConfig {
             epochs: 20,
             batch_size: 8,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use funad::Vit;
+use funad::Backbone;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,8 +39,8 @@ pub fn backbone_path() -> PathBuf {
 }
 
 /// Returns the default backbone on the CPU, loaded once per test binary.
-pub fn backbone() -> Arc<Vit> {
-    static VIT: OnceLock<Arc<Vit>> = OnceLock::new();
-    VIT.get_or_init(|| Arc::new(Vit::load(&backbone_path(), tch::Device::Cpu).unwrap()))
+pub fn backbone() -> Arc<Backbone> {
+    static VIT: OnceLock<Arc<Backbone>> = OnceLock::new();
+    VIT.get_or_init(|| Arc::new(Backbone::load(&backbone_path(), tch::Device::Cpu).unwrap()))
         .clone()
 }
