@@ -6,10 +6,15 @@ Clip to [0, 6], Add), so the reference shares the weights and the
 architecture table with funad but none of its tensor code.
 
 Usage: efficientnet_reference.py WEIGHTS.safetensors INPUT.npy OUT_PREFIX BLOCK [BLOCK ...]
+       efficientnet_reference.py --classify WEIGHTS.safetensors IMAGE
 
 INPUT.npy is an ImageNet-normalised float32 batch [B, 3, H, W]. For each
 1-based BLOCK the script writes OUT_PREFIX<BLOCK>.npy with that block's
 output as [B, H / stride, W / stride, C], the layout of funad's patch grids.
+With --classify it runs the whole network with its ImageNet head on one
+photo and prints the five most likely class indices with their
+probabilities, which shows that the architecture, the padding and the input
+scaling fit the weights.
 """
 
 import sys
@@ -79,14 +84,10 @@ class Graph:
         return y
 
 
-def main(weights_path, input_path, prefix, blocks):
-    w = load_file(weights_path)
-    x = np.load(input_path).astype(np.float32)
-    # Undo the ImageNet normalisation and scale [0, 1] as (255 x - 127) / 128.
-    unit = x * IMAGENET_STD[None, :, None, None] + IMAGENET_MEAN[None, :, None, None]
-    tf_input = (unit * 255.0 - 127.0) / 128.0
+def build(w, shape, blocks, classify=False):
+    """Returns an ONNX model with the outputs of `blocks`, and the logits when `classify`."""
     g = Graph(w)
-    cur, size = g.conv_bn("input", x.shape[2:], "_conv_stem", "_bn0", 2, 1)
+    cur, size = g.conv_bn("input", shape[2:], "_conv_stem", "_bn0", 2, 1)
     cur = g.relu6(cur)
     outputs = {}
     width_in = 32
@@ -112,21 +113,63 @@ def main(weights_path, input_path, prefix, blocks):
             index += 1
             outputs[index] = cur
     out_names = [outputs[b] for b in blocks]
+    if classify:
+        # The head: 1x1 convolution to 1280 channels, global average pool, the 1000-way layer.
+        y, _ = g.conv_bn(cur, size, "_conv_head", "_bn1", 1, 1)
+        y = g.relu6(y)
+        pooled, flat, logits = g.name("pool"), g.name("flat"), "logits"
+        g.nodes.append(helper.make_node("GlobalAveragePool", [y], [pooled]))
+        g.nodes.append(helper.make_node("Flatten", [pooled], [flat]))
+        g.nodes.append(helper.make_node("Gemm", [flat, g.init("_fc.weight"), g.init("_fc.bias")], [logits], transB=1))
+        out_names.append(logits)
     graph = helper.make_graph(
         g.nodes,
         "efficientnet_lite0",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in out_names],
         list(g.inits.values()),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out_names
+
+
+def tf_scaling(x):
+    """Undoes the ImageNet normalisation and scales [0, 1] as (255 x - 127) / 128."""
+    unit = x * IMAGENET_STD[None, :, None, None] + IMAGENET_MEAN[None, :, None, None]
+    return ((unit * 255.0 - 127.0) / 128.0).astype(np.float32)
+
+
+def main(weights_path, input_path, prefix, blocks):
+    w = load_file(weights_path)
+    x = np.load(input_path).astype(np.float32)
+    model, out_names = build(w, x.shape, blocks)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    results = session.run(out_names, {"input": tf_input})
+    results = session.run(out_names, {"input": tf_scaling(x)})
     for b, r in zip(blocks, results):
         np.save(f"{prefix}{b}.npy", np.ascontiguousarray(r.transpose(0, 2, 3, 1)))
 
 
+def classify(weights_path, image_path):
+    """Prints the five most likely ImageNet classes of one photo, as a check
+    that the architecture table, padding and input scaling fit the weights."""
+    from PIL import Image
+
+    w = load_file(weights_path)
+    img = Image.open(image_path).convert("RGB").resize((224, 224), Image.BICUBIC)
+    unit = np.asarray(img, dtype=np.float32)[None].transpose(0, 3, 1, 2) / 255.0
+    x = (unit - IMAGENET_MEAN[None, :, None, None]) / IMAGENET_STD[None, :, None, None]
+    model, out_names = build(w, x.shape, [], classify=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(out_names, {"input": tf_scaling(x)})
+    p = np.exp(logits[0] - logits[0].max())
+    p /= p.sum()
+    for c in np.argsort(-p)[:5]:
+        print(f"{int(c)} {p[c]:.4f}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 5:
+    if len(sys.argv) == 4 and sys.argv[1] == "--classify":
+        classify(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 5:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], [int(b) for b in sys.argv[4:]])
+    else:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], sys.argv[3], [int(b) for b in sys.argv[4:]])

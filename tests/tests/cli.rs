@@ -369,3 +369,66 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
         stderr(&out)
     );
 }
+
+#[test]
+fn cnn_backbone_trains_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    link_images("train/good", 30, &train);
+    link_images("test/crack", 2, &train);
+    let weights = repo_root().join("weights/efficientnet_lite0.safetensors");
+    let model = dir.path().join("model.funad");
+    let out = run(funad()
+        .args(["train", "--epochs", "3", "--backbone"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&model)
+        .arg(&train));
+    assert!(out.status.success(), "train failed: {}", stderr(&out));
+
+    let test = dir.path().join("test");
+    let good = link_images("test/good", 6, &test);
+    link_images("test/blowhole", 3, &test);
+    link_images("test/fray", 3, &test);
+    let out = run(funad().args(["score", "-m"]).arg(&model).arg(&test));
+    assert!(out.status.success(), "score failed: {}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    let good_names: Vec<String> = good
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let (mut good_sum, mut bad_sum) = (0.0, 0.0);
+    for line in &lines {
+        let score = line["image_score"].as_f64().unwrap();
+        let name = line["path"].as_str().unwrap();
+        if good_names.iter().any(|g| name.ends_with(g.as_str())) {
+            good_sum += score;
+        } else {
+            bad_sum += score;
+        }
+    }
+    assert!(
+        bad_sum > good_sum,
+        "defects score {bad_sum} in total, good images {good_sum}"
+    );
+
+    // A CNN has no CLS token, and the error says which option to drop.
+    let out = run(funad()
+        .args(["train", "--epochs", "1", "--with-cls", "--backbone"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(dir.path().join("never.funad"))
+        .arg(&train));
+    assert!(!out.status.success());
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("no CLS token") && msg.contains("--with-cls"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("never.funad").exists());
+}

@@ -55,6 +55,22 @@ impl Default for FeatureConfig {
 }
 
 impl FeatureConfig {
+    /// Returns the default features for a backbone: [`FeatureConfig::default`]
+    /// for a ViT; for EfficientNet-Lite0 the outputs of blocks 5 (stride 8)
+    /// and 11 (stride 16) on a 28×28 grid, averaged over 3×3 neighbourhoods,
+    /// as PatchCore builds its features from a CNN's middle stages.
+    pub fn for_backbone(vit: &Backbone) -> Self {
+        if vit.has_cls() {
+            FeatureConfig::default()
+        } else {
+            FeatureConfig {
+                blocks: vec![5, 11],
+                pool: 3,
+                ..FeatureConfig::default()
+            }
+        }
+    }
+
     /// Returns the features of the FUN-AD paper (Im et al., 2025): CLS ⊕ patch token of the final block.
     pub fn paper(depth: usize) -> Self {
         FeatureConfig {

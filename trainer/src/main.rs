@@ -95,18 +95,20 @@ struct FeatureArgs {
     /// Side of the square model input, in pixels (a multiple of the patch size).
     #[arg(long, default_value_t = 224)]
     input_size: i64,
-    /// Backbone blocks whose patch tokens form the feature, 1-based, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "8")]
-    blocks: Vec<usize>,
+    /// Backbone blocks whose patch tokens form the feature, 1-based,
+    /// comma-separated [default: 8 for a ViT, 5,11 for EfficientNet-Lite0].
+    #[arg(long, value_delimiter = ',')]
+    blocks: Option<Vec<usize>>,
     /// Merge rule for several blocks.
     #[arg(long, value_enum, default_value_t = LayerMerge::Concat)]
     merge: LayerMerge,
     /// Concatenate the CLS token to each patch token, as FUN-AD (Im et al., 2025) does.
     #[arg(long)]
     with_cls: bool,
-    /// Side of the neighbourhood averaged around each patch (odd; 1 = none).
-    #[arg(long, default_value_t = 1)]
-    pool: i64,
+    /// Side of the neighbourhood averaged around each patch (odd; 1 = none)
+    /// [default: 1 for a ViT, 3 for EfficientNet-Lite0].
+    #[arg(long)]
+    pool: Option<i64>,
     /// Use the FUN-AD paper's features instead: CLS ⊕ final-block patch token.
     #[arg(long)]
     paper_features: bool,
@@ -120,12 +122,13 @@ impl FeatureArgs {
                 ..FeatureConfig::paper(vit.config().depth as usize)
             };
         }
+        let base = FeatureConfig::for_backbone(vit);
         FeatureConfig {
             input_size: self.input_size,
-            blocks: self.blocks.clone(),
+            blocks: self.blocks.clone().unwrap_or(base.blocks),
             merge: self.merge,
             with_cls: self.with_cls,
-            pool: self.pool,
+            pool: self.pool.unwrap_or(base.pool),
         }
     }
 }

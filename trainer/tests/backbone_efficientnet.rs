@@ -90,6 +90,49 @@ fn compare_with_onnx_runtime(input: &Tensor) {
     }
 }
 
+/// The reference itself: the whole network with its ImageNet head puts the
+/// photo of Grace Hopper that matplotlib ships (installed by
+/// scripts/setup.sh) in class 652, "military uniform".
+#[test]
+fn reference_classifies_a_photo() {
+    let root = common::repo_root();
+    let photo = std::fs::read_dir(root.join(".venv/lib"))
+        .expect(".venv/lib missing; run scripts/setup.sh")
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .join("site-packages/matplotlib/mpl-data/sample_data/grace_hopper.jpg")
+        })
+        .find(|p| p.is_file())
+        .expect("matplotlib's grace_hopper.jpg missing; run scripts/setup.sh");
+    let out = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/efficientnet_reference.py"))
+        .arg("--classify")
+        .arg(weights())
+        .arg(&photo)
+        .output()
+        .expect("run scripts/efficientnet_reference.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let top: Vec<(u32, f64)> = text
+        .lines()
+        .map(|l| {
+            let (c, p) = l.split_once(' ').unwrap();
+            (c.parse().unwrap(), p.parse().unwrap())
+        })
+        .collect();
+    eprintln!("top 5: {top:?}");
+    assert_eq!(top[0].0, 652, "top classes {top:?}");
+    assert!(
+        top[0].1 > 0.3 && top[0].1 > 3.0 * top[1].1,
+        "top classes {top:?}"
+    );
+}
+
 #[test]
 fn matches_onnx_runtime_on_real_images() {
     compare_with_onnx_runtime(&batch(224).narrow(0, 3, 2));

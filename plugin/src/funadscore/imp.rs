@@ -537,7 +537,7 @@ impl ElementImpl for FunadScore {
             gst::subclass::ElementMetadata::new(
                 "FUN-AD anomaly scorer",
                 "Filter/Analyzer/Video",
-                "Scores each frame for visual anomalies with a FUN-AD model (DINOv2 patch \
+                "Scores each frame for visual anomalies with a FUN-AD model (ViT or CNN patch \
                  features scored against its memory bank or by Local-Net), attaches a GstFunadMeta, posts a funad-result \
                  message and can draw a heat map and an OK/NG mark",
                 "funad developers",

@@ -1,7 +1,7 @@
 //! # funadscore
 //!
-//! Scores each video frame with a FUN-AD model: a frozen DINOv2 ViT gives
-//! patch features, and the model's score head (the distance to its memory
+//! Scores each video frame with a FUN-AD model: a frozen backbone (a DINOv2
+//! ViT by default, or EfficientNet-Lite0) gives patch features, and the model's score head (the distance to its memory
 //! bank, or Local-Net's output) turns them into patch scores in [0, 1]. The
 //! image score is the maximum patch score, and a frame is NG when its score is
 //! above the threshold. The element works in place. It attaches a

@@ -519,8 +519,9 @@ impl ObjectImpl for FunadTrain {
                 glib::ParamSpecString::builder("backbone")
                     .nick("Backbone weights")
                     .blurb(
-                        "Backbone weights file (.safetensors) to train on. Empty: the one \
-                         recorded in the model in service, which must then exist. Read at start",
+                        "Backbone weights file (.safetensors) to train on: a DINO or DINOv2 ViT, \
+                         or EfficientNet-Lite0. Empty: the one recorded in the model in \
+                         service, which must then exist. Read at start",
                     )
                     .mutable_ready()
                     .build(),

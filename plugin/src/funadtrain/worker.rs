@@ -550,7 +550,7 @@ fn run_training(
         let vit = load_backbone(shared, vit_cache)?;
         let fcfg = match shared.repo.served_meta() {
             Ok(Some(meta)) if meta.backbone.sha256 == vit.id().sha256 => meta.features,
-            _ => FeatureConfig::default(),
+            _ => FeatureConfig::for_backbone(&vit),
         };
         let epochs = cfg.train.epochs;
         let mut unreadable: Vec<PathBuf> = Vec::new();

@@ -136,6 +136,36 @@ pub fn model() -> &'static TestModel {
     })
 }
 
+/// Returns a model on the EfficientNet-Lite0 backbone with its default
+/// features (blocks 5 and 11, 3×3 pooling), trained once per test binary on
+/// the same images as [`model`] and saved to the scratch folder.
+pub fn cnn_model() -> &'static TestModel {
+    static MODEL: OnceLock<TestModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let weights = repo_root().join("weights/efficientnet_lite0.safetensors");
+        let cnn = Arc::new(Backbone::load(&weights, tch::Device::Cpu).expect("CNN backbone loads"));
+        let config = TrainConfig {
+            epochs: 5,
+            batch_size: 8,
+            ..Default::default()
+        };
+        let features = FeatureConfig::for_backbone(&cnn);
+        let detector = fit(
+            cnn,
+            &features,
+            &config,
+            &training_images(),
+            None,
+            &mut |_| {},
+        )
+        .expect("CNN test model trains");
+        let path = scratch_dir().join("model_cnn.safetensors");
+        detector.save(&path).expect("model saves");
+        let meta = Detector::read_meta(&path).expect("saved model reads back");
+        TestModel { path, meta }
+    })
+}
+
 /// Loads an 8-bit image file, grey or RGB.
 pub fn load(path: &Path) -> image::DynamicImage {
     image::open(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
