@@ -1,9 +1,9 @@
 """Run EfficientNet-Lite0 in ONNX Runtime, as a reference for the tch implementation.
 
 The graph is built here from the converted weights with ONNX's standard
-operators (Conv with explicit TensorFlow "SAME" pads, BatchNormalization,
-Clip to [0, 6], Add), so the reference shares the weights and the
-architecture table with funad but none of its tensor code.
+operators: Conv with explicit TensorFlow "SAME" pads, BatchNormalization,
+Clip to [0, 6] and Add. The reference shares the weights and the
+architecture table with funad, but none of its tensor code.
 
 Usage: efficientnet_reference.py WEIGHTS.safetensors INPUT.npy OUT_PREFIX BLOCK [BLOCK ...]
        efficientnet_reference.py --classify WEIGHTS.safetensors IMAGE

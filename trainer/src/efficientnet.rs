@@ -219,12 +219,12 @@ impl EfficientNetLite {
         })
     }
 
-    /// Output width of each block, 1-based index minus one.
+    /// Output width of each block, in block order (index 0 is block 1).
     pub fn widths(&self) -> &[i64] {
         &self.widths
     }
 
-    /// Total stride after each block, relative to the input.
+    /// Total stride after each block relative to the input, in block order.
     pub fn strides(&self) -> &[i64] {
         &self.strides
     }
@@ -241,6 +241,7 @@ impl EfficientNetLite {
                 self.blocks.len()
             );
         }
+
         let _guard = tch::no_grad_guard();
         let device = images.device();
         let channel = |v: &[f64; 3]| {
@@ -252,6 +253,7 @@ impl EfficientNetLite {
         // Undo the ImageNet normalisation, then scale [0, 1] to (255 x − 127) / 128.
         let unit = images * channel(&IMAGENET_STD) + channel(&IMAGENET_MEAN);
         let x = unit * (255.0 / 128.0) - 127.0 / 128.0;
+
         let mut x = self.stem.forward(&x).clamp(0.0, 6.0);
         let mut out: Vec<Option<Tensor>> = blocks.iter().map(|_| None).collect();
         for (i, block) in self.blocks.iter().take(last).enumerate() {

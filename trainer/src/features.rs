@@ -163,6 +163,8 @@ impl FeatureConfig {
 /// Images are resized to the square input without cropping, so the anomaly
 /// map covers the whole frame (the authors' centre crop would cut off defects
 /// at the border). Downscaling uses antialiased bilinear filtering.
+// TODO: no aspect-preserving option yet. MTD images range from about 103×222
+// to 632×403, and each is squashed to the square input.
 pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> {
     let (h, w, c) = pixels.size3()?;
     if h == 0 || w == 0 {
