@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Measures the scoring speed of the discriminator and the bank score heads
-# on the same frames, alternating them, so the ratio holds on a shared machine.
+# Measures the scoring speed of the discriminator head, the bank head, and
+# the bank head searching in bfloat16, on the same frames, taking them in
+# turn, so the ratios hold on a shared machine.
 #
 #   scripts/bench_heads.sh TRAIN_DIR FRAMES_DIR [ROUNDS]
 #
-# Trains one model per head on the images of TRAIN_DIR (1 epoch: speed does
+# Trains one model per variant on the images of TRAIN_DIR (1 epoch: speed does
 # not depend on training), then runs `funad bench` on FRAMES_DIR with each
-# model in turn, ROUNDS times (default 2). TRAIN_DIR needs at least 174
+# model in turn, ROUNDS times (default 2). Each line gives frames/s and the
+# ratio to the discriminator head in the same round. TRAIN_DIR needs at least 174
 # images of 256 patches for the bank to reach its default 40,000 features.
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -24,14 +26,24 @@ if [ ! -x "$funad" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for head in discriminator bank; do
-    "$funad" train --epochs 1 --score-head "$head" -o "$work/$head.funad" "$train" >/dev/null
-    echo "[bench] $head model: $(du -h "$work/$head.funad" | cut -f1)"
+declare -A options=(
+    [discriminator]="--score-head discriminator"
+    [bank]="--score-head bank"
+    [bank-bfloat16]="--score-head bank --score-bank-precision bfloat16"
+)
+variants=(discriminator bank bank-bfloat16)
+for v in "${variants[@]}"; do
+    # shellcheck disable=SC2086 # the options are split into words on purpose
+    "$funad" train --epochs 1 ${options[$v]} -o "$work/$v.funad" "$train" >/dev/null
+    echo "[bench] $v model: $(du -h "$work/$v.funad" | cut -f1)"
 done
 for ((r = 1; r <= rounds; r++)); do
-    for head in discriminator bank; do
-        rate=$("$funad" bench -m "$work/$head.funad" "$frames" \
+    base=""
+    for v in "${variants[@]}"; do
+        rate=$("$funad" bench -m "$work/$v.funad" "$frames" \
             | sed -n 's/.*"frames_per_second":\([0-9.]*\).*/\1/p')
-        echo "[bench] round $r, $head head: $rate frames/s"
+        [ -n "$base" ] || base=$rate
+        ratio=$(awk -v a="$rate" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
+        echo "[bench] round $r, $v: $rate frames/s, $ratio of discriminator"
     done
 done

@@ -21,6 +21,7 @@ use crate::features::FeatureConfig;
 use crate::fit::{self, FitEvent};
 use crate::head::ScoreHead;
 use crate::knn;
+use crate::knn::Precision;
 use crate::localnet::LocalNet;
 use crate::map;
 use crate::metrics::{self, auroc, RegionLabels};
@@ -125,6 +126,9 @@ pub struct EvalConfig {
     pub compare_heads: bool,
     /// Also score it with the bank head at each of these scoring-bank shares.
     pub compare_bank_shares: Vec<f64>,
+    /// Also score it with the bank head searching in the other number format
+    /// (bfloat16 when training used float32, and the reverse).
+    pub compare_bank_precision: bool,
     /// Folder where patch features are cached between runs (none: no cache).
     pub cache: Option<PathBuf>,
 }
@@ -620,6 +624,22 @@ fn run_funad(
         r.fit_seconds = fit_seconds + t.elapsed().as_secs_f64();
         results.push(r);
     }
+    if cfg.compare_bank_precision {
+        (on_event.borrow_mut())(EvalEvent::Stage("scoring with another search precision"));
+        let t = Instant::now();
+        let mut other = cfg.clone();
+        other.train.score_bank_precision = match cfg.train.score_bank_precision {
+            Precision::Float32 => Precision::Bfloat16,
+            Precision::Bfloat16 => Precision::Float32,
+        };
+        let mut r = head_result(prepared, &detector, &other, ScoreHead::Bank)?;
+        r.method = format!(
+            "{name} ({} epochs, Bank head, {:?} search)",
+            cfg.train.epochs, other.train.score_bank_precision
+        );
+        r.fit_seconds = fit_seconds + t.elapsed().as_secs_f64();
+        results.push(r);
+    }
     Ok(results)
 }
 
@@ -641,6 +661,7 @@ fn head_grids(
             image_share: t.score_bank_share,
             max_features: t.score_bank_features,
             seed: t.seed,
+            precision: t.score_bank_precision,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

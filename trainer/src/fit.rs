@@ -214,6 +214,7 @@ pub fn fit_features_observed(
             image_share: tcfg.score_bank_share,
             max_features: tcfg.score_bank_features,
             seed: tcfg.seed,
+            precision: tcfg.score_bank_precision,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

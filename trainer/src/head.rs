@@ -104,20 +104,46 @@ pub struct HeadParts {
     pub logit_stats: ScoreStats,
     /// Training image maxima of the bank distance (bank and blend heads).
     pub bank_stats: Option<ScoreStats>,
+    /// The bank prepared once for the searches of every frame.
+    prepared: Option<knn::PreparedBank>,
 }
 
 impl HeadParts {
+    pub fn new(
+        head: ScoreHead,
+        bank: Option<Tensor>,
+        logit_stats: ScoreStats,
+        bank_stats: Option<ScoreStats>,
+        precision: knn::Precision,
+    ) -> Self {
+        let prepared = bank.as_ref().map(|b| knn::PreparedBank::new(b, precision));
+        HeadParts {
+            head,
+            bank,
+            logit_stats,
+            bank_stats,
+            prepared,
+        }
+    }
+
+    /// Number format of the bank search (float32 without a bank).
+    pub fn precision(&self) -> knn::Precision {
+        self.prepared
+            .as_ref()
+            .map_or(knn::Precision::Float32, |p| p.precision())
+    }
+
     /// Raw patch values `[n]` of patch features `[n, D]` before calibration.
     pub fn raw(&self, net: &LocalNet, features: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let distance = |x: &Tensor| -> Result<Tensor> {
-            let Some(bank) = &self.bank else {
+            let Some(bank) = &self.prepared else {
                 bail!(
                     "the {:?} head needs a memory bank, and the model has none",
                     self.head
                 );
             };
-            Ok(knn::nearest_distance(x, bank).clamp_min(0.0).sqrt())
+            Ok(bank.nearest_distance(x).clamp_min(0.0).sqrt())
         };
         match self.head {
             ScoreHead::Discriminator => Ok(net.logits(features)),
@@ -145,6 +171,8 @@ pub struct BankOptions {
     pub image_share: f64,
     pub max_features: usize,
     pub seed: u64,
+    /// Number format of the bank search, in calibration and in scoring.
+    pub precision: knn::Precision,
 }
 
 /// Builds every part of `head` for a trained net from its training features
@@ -172,13 +200,9 @@ pub fn build(
         )?)
     };
     let logit_maxima = image_max(&logits)?;
-    let mut parts = HeadParts {
-        head,
-        bank: None,
-        logit_stats: ScoreStats::from_scores(&logit_maxima),
-        bank_stats: None,
-    };
+    let logit_stats = ScoreStats::from_scores(&logit_maxima);
     if !head.uses_bank() {
+        let parts = HeadParts::new(head, None, logit_stats, None, opts.precision);
         return Ok((parts, logit_maxima));
     }
 
@@ -191,19 +215,25 @@ pub fn build(
     )?;
     let query_groups = Tensor::arange(n, (Kind::Int64, features.device()))
         .repeat_interleave_self_int(p, Some(0), None);
-    let distance = knn::nearest_distance_other_group(&flat, &query_groups, &bank, &groups)
+    let distance = knn::PreparedBank::new(&bank, opts.precision)
+        .nearest_distance_other_group(&flat, &query_groups, &groups)
         .clamp_min(0.0)
         .sqrt();
     let distance_maxima = image_max(&distance)?;
     let bank_stats = ScoreStats::from_scores(&distance_maxima);
     let maxima = match head {
-        ScoreHead::Blend => image_max(
-            &(standardise(&logits, &parts.logit_stats) + standardise(&distance, &bank_stats)),
-        )?,
+        ScoreHead::Blend => {
+            image_max(&(standardise(&logits, &logit_stats) + standardise(&distance, &bank_stats)))?
+        }
         _ => distance_maxima,
     };
-    parts.bank = Some(bank);
-    parts.bank_stats = Some(bank_stats);
+    let parts = HeadParts::new(
+        head,
+        Some(bank),
+        logit_stats,
+        Some(bank_stats),
+        opts.precision,
+    );
     Ok((parts, maxima))
 }
 
@@ -231,12 +261,13 @@ mod tests {
         images.sort_unstable();
         assert_eq!(images, vec![0, 1, 2]);
         assert_eq!(bank.size(), [3, 2]);
-        let parts = HeadParts {
-            head: ScoreHead::Bank,
-            bank: Some(bank),
-            logit_stats: ScoreStats::from_scores(&[0.0]),
-            bank_stats: None,
-        };
+        let parts = HeadParts::new(
+            ScoreHead::Bank,
+            Some(bank),
+            ScoreStats::from_scores(&[0.0]),
+            None,
+            knn::Precision::Float32,
+        );
         let q = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]);
         // Nearest of (0,0), (1,0), (5,5) to (3,4): (5,5) at √5.
         let d = f32::try_from(parts.raw(&net, &q).unwrap().get(0)).unwrap();
@@ -266,12 +297,13 @@ mod tests {
     #[test]
     fn bank_needs_a_bank() {
         let (_vs, net) = net(2);
-        let parts = HeadParts {
-            head: ScoreHead::Bank,
-            bank: None,
-            logit_stats: ScoreStats::from_scores(&[0.0]),
-            bank_stats: None,
-        };
+        let parts = HeadParts::new(
+            ScoreHead::Bank,
+            None,
+            ScoreStats::from_scores(&[0.0]),
+            None,
+            knn::Precision::Float32,
+        );
         let err = parts.raw(&net, &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)));
         assert!(err.unwrap_err().to_string().contains("memory bank"));
     }

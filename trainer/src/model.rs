@@ -526,15 +526,15 @@ fn head_of(
             path.display()
         );
     }
-    Ok(HeadParts {
+    Ok(HeadParts::new(
         head,
         bank,
-        logit_stats: meta
-            .logit_stats
+        meta.logit_stats
             .clone()
             .unwrap_or_else(|| meta.score_stats.clone()),
-        bank_stats: meta.bank_stats.clone(),
-    })
+        meta.bank_stats.clone(),
+        meta.train.score_bank_precision,
+    ))
 }
 
 fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {

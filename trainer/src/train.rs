@@ -12,7 +12,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use crate::head::ScoreHead;
-use crate::knn;
+use crate::knn::{self, Precision};
 use crate::localnet::LocalNet;
 use crate::loss;
 
@@ -99,6 +99,10 @@ pub struct TrainConfig {
     pub score_bank_share: f64,
     /// Cap on the scoring bank, in patch features drawn at random.
     pub score_bank_features: usize,
+    /// Number format of the scoring bank's search (model files written
+    /// before the option existed: float32).
+    #[serde(default)]
+    pub score_bank_precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -126,6 +130,7 @@ impl Default for TrainConfig {
             score_head: ScoreHead::Bank,
             score_bank_share: 0.9,
             score_bank_features: 40_000,
+            score_bank_precision: Precision::Float32,
         }
     }
 }

@@ -8,11 +8,17 @@ use std::sync::OnceLock;
 use funad::data::image_files;
 use funad::fit::fit;
 use funad::head::ScoreHead;
+use funad::knn::Precision;
 use funad::{Detector, FeatureConfig, TrainConfig};
 use tch::Device;
 
 /// Trains a model on 12 real MTD images (1 epoch, batch 4) with `head`.
 fn train_small(head: ScoreHead) -> Detector {
+    train_small_with(head, Precision::Float32)
+}
+
+/// As [`train_small`], with the scoring bank searched in `precision`.
+fn train_small_with(head: ScoreHead, precision: Precision) -> Detector {
     let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
         .unwrap()
         .into_iter()
@@ -24,6 +30,7 @@ fn train_small(head: ScoreHead) -> Detector {
         batch_size: 4,
         score_head: head,
         score_bank_features: 1000,
+        score_bank_precision: precision,
         ..TrainConfig::default()
     };
     fit(
@@ -209,6 +216,54 @@ fn bank_heads_round_trip_with_their_bank() {
         assert_eq!(bank.shape(), &[1000, 384], "{head:?}");
         assert!(b[0].image_score > 0.0, "{head:?}");
         assert!(b[0].image_score < 1.0, "{head:?}");
+    }
+}
+
+#[test]
+fn bfloat16_bank_search_round_trips() {
+    let images: Vec<_> = image_files(&common::mtd().join("test/crack"))
+        .unwrap()
+        .iter()
+        .take(2)
+        .chain(
+            image_files(&common::mtd().join("test/good"))
+                .unwrap()
+                .iter()
+                .take(2),
+        )
+        .map(|f| funad::data::load_image(f).unwrap())
+        .collect();
+    let exact = train_small_with(ScoreHead::Bank, Precision::Float32);
+    let fast = train_small_with(ScoreHead::Bank, Precision::Bfloat16);
+    assert_eq!(fast.head().precision(), Precision::Bfloat16);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bf16.funad");
+    fast.save(&path).unwrap();
+    let loaded = Detector::load(&path, None, Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.meta().train.score_bank_precision,
+        Precision::Bfloat16
+    );
+    assert_eq!(loaded.head().precision(), Precision::Bfloat16);
+
+    let a = exact.score_images(&images).unwrap();
+    let b = fast.score_images(&images).unwrap();
+    let c = loaded.score_images(&images).unwrap();
+    for ((a, b), c) in a.iter().zip(&b).zip(&c) {
+        assert_eq!(b.image_score, c.image_score);
+        // Same training, so only the search's rounding separates the two.
+        assert!(
+            (a.image_score - b.image_score).abs() < 0.01,
+            "float32 {} against bfloat16 {}",
+            a.image_score,
+            b.image_score
+        );
+        let patch_gap = f64::try_from((&a.patch_scores - &b.patch_scores).abs().max()).unwrap();
+        eprintln!(
+            "image score {} against {}, max patch gap {patch_gap:.2e}",
+            a.image_score, b.image_score
+        );
+        assert!(patch_gap < 0.02, "patch scores differ by up to {patch_gap}");
     }
 }
 
