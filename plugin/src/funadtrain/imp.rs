@@ -17,6 +17,7 @@ use funad::store::{Frame, FrameStore, Policy, StoreConfig};
 use funad::TrainConfig;
 
 use super::worker::{self, Config, Counters, Shared, Trigger, CAT};
+use super::FunadSearchPrecision;
 use crate::funadscore::pixels::{self, FORMATS};
 use crate::FunadDevice;
 
@@ -44,6 +45,7 @@ struct Settings {
     model: Option<PathBuf>,
     backbone: Option<PathBuf>,
     device: FunadDevice,
+    search_precision: FunadSearchPrecision,
     keep_versions: u32,
     train_every_frames: u32,
     train_interval: u32,
@@ -69,6 +71,7 @@ impl Default for Settings {
             model: None,
             backbone: None,
             device: FunadDevice::Auto,
+            search_precision: FunadSearchPrecision::Float32,
             keep_versions: DEFAULT_KEEP_VERSIONS,
             train_every_frames: DEFAULT_TRAIN_EVERY_FRAMES,
             train_interval: DEFAULT_TRAIN_INTERVAL,
@@ -329,6 +332,7 @@ impl FunadTrain {
             epochs: settings.epochs as usize,
             batch_size: settings.batch_size as usize,
             seed: settings.seed,
+            score_bank_precision: settings.search_precision.into(),
             ..TrainConfig::default()
         };
         train.validate().map_err(|err| {
@@ -530,6 +534,18 @@ impl ObjectImpl for FunadTrain {
                     .blurb("Compute device for training. Read at start")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "search-precision",
+                    FunadSearchPrecision::Float32,
+                )
+                .nick("Search precision")
+                .blurb(
+                    "Number format of the memory-bank search in the models this element \
+                     trains; funadscore scores each model in the format it was trained with. \
+                     Read at start",
+                )
+                .mutable_ready()
+                .build(),
                 glib::ParamSpecUInt::builder("keep-versions")
                     .nick("Kept versions")
                     .blurb(
@@ -695,6 +711,7 @@ impl ObjectImpl for FunadTrain {
             "model" => s.model = path(value),
             "backbone" => s.backbone = path(value),
             "device" => s.device = value.get().expect("type checked upstream"),
+            "search-precision" => s.search_precision = value.get().expect("type checked upstream"),
             "keep-versions" => s.keep_versions = u32v(value),
             "train-every-frames" => s.train_every_frames = u32v(value),
             "train-interval" => s.train_interval = u32v(value),
@@ -751,6 +768,7 @@ impl ObjectImpl for FunadTrain {
             "model" => path_value(&s.model),
             "backbone" => path_value(&s.backbone),
             "device" => s.device.to_value(),
+            "search-precision" => s.search_precision.to_value(),
             "keep-versions" => s.keep_versions.to_value(),
             "train-every-frames" => s.train_every_frames.to_value(),
             "train-interval" => s.train_interval.to_value(),

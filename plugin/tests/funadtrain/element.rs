@@ -321,7 +321,7 @@ fn interval_schedule_starts_training() {
     let (pipeline, src, train) = trainer_pipeline(&format!(
         "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 \
          train-interval=2 epochs=1 batch-size=8 holdout-every=5 holdout-frames=10 \
-         gate-min-frames=5",
+         gate-min-frames=5 search-precision=bfloat16",
         dir.join("store").display(),
         dir.join("line.safetensors").display(),
         common::backbone_path().display()
@@ -338,6 +338,20 @@ fn interval_schedule_starts_training() {
         |_| true,
     );
     assert_eq!(result.get::<String>("trigger").unwrap(), "interval");
+    // The trained model, accepted or not, searches its bank in bfloat16.
+    let path: String = result.get("path").unwrap();
+    let meta = funad::Detector::read_meta(Path::new(&path)).unwrap();
+    assert_eq!(
+        meta.train.score_bank_precision,
+        funad::knn::Precision::Bfloat16
+    );
+    assert_eq!(
+        train
+            .property_value("search-precision")
+            .get::<gstfunad::FunadSearchPrecision>()
+            .unwrap(),
+        gstfunad::FunadSearchPrecision::Bfloat16
+    );
 
     let phases: Vec<String> = seen
         .messages
