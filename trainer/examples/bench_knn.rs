@@ -21,6 +21,7 @@ fn main() {
         .collect();
     let arg = |i: usize, default: i64| args.get(i).copied().unwrap_or(default);
     let (n, d, m, rounds) = (arg(0, 256), arg(1, 384), arg(2, 40_000), arg(3, 5));
+
     tch::manual_seed(0);
     let _guard = tch::no_grad_guard();
     let queries = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
@@ -33,6 +34,7 @@ fn main() {
     let q16 = queries.to_kind(Kind::BFloat16);
     let bt16 = minus_two_bt.to_kind(Kind::BFloat16);
     let norms16 = norms.to_kind(Kind::BFloat16);
+
     let exact = norms.addmm(&queries, &minus_two_bt).min_dim(1, false).0;
     let approx = norms16
         .addmm(&q16, &bt16)
@@ -45,6 +47,7 @@ fn main() {
         "{n} queries × {m} bank × {d} values; max relative error of bf16 distances {:.2e}",
         f64::try_from(err).unwrap()
     );
+
     for r in 1..=rounds {
         let time = |f: &dyn Fn() -> Tensor| {
             let start = Instant::now();

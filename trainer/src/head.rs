@@ -24,9 +24,10 @@ use crate::knn;
 use crate::localnet::LocalNet;
 use crate::model::ScoreStats;
 
-// NOTE: at the default 40,000 features the bank search cut the scoring rate
-// on 2 CPU cores to a quarter of the discriminator head's (scripts/bench_heads.sh).
-// `--score-bank-features` trades that cost against accuracy.
+// NOTE: at the default 40,000 features the bank search cuts the scoring rate
+// on 2 CPU cores to about half of the discriminator head's (scripts/bench_heads.sh).
+// `--score-bank-features` and `--score-bank-precision bfloat16` trade that cost
+// against accuracy.
 
 /// Patch score of a trained model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
