@@ -106,6 +106,7 @@ fn training_separates_defects_and_beats_its_start() {
             image_share: defaults.score_bank_share,
             max_features: defaults.score_bank_features,
             seed: 3,
+            precision: defaults.score_bank_precision,
         },
     )
     .unwrap();
