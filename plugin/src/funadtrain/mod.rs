@@ -80,7 +80,7 @@ pub enum FunadSearchPrecision {
     #[enum_value(name = "32-bit floats", nick = "float32")]
     Float32 = 0,
     #[enum_value(
-        name = "bfloat16 products, about 2.5 times faster on CPUs with AVX512-BF16",
+        name = "bfloat16 products; the search runs about 2.5 times faster on CPUs with AVX512-BF16",
         nick = "bfloat16"
     )]
     Bfloat16 = 1,
