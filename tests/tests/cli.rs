@@ -417,7 +417,7 @@ fn cnn_backbone_trains_and_scores() {
         "defects score {bad_sum} in total, good images {good_sum}"
     );
 
-    // A CNN has no CLS token, and the error says which option to drop.
+    // A CNN has no CLS token, and the error names the option to drop.
     let out = run(funad()
         .args(["train", "--epochs", "1", "--with-cls", "--backbone"])
         .arg(&weights)

@@ -455,7 +455,7 @@ impl Backbone {
         self.vs.device()
     }
 
-    /// Whether the backbone has a CLS token (a ViT does, a CNN not).
+    /// Returns whether the backbone has a CLS token (a ViT does, a CNN does not).
     pub fn has_cls(&self) -> bool {
         matches!(self.net, Net::Backbone(_))
     }

@@ -55,10 +55,10 @@ impl Default for FeatureConfig {
 }
 
 impl FeatureConfig {
-    /// Returns the default features for a backbone: [`FeatureConfig::default`]
-    /// for a ViT; for EfficientNet-Lite0 the outputs of blocks 5 (stride 8)
-    /// and 11 (stride 16) on a 28×28 grid, averaged over 3×3 neighbourhoods,
-    /// as PatchCore builds its features from a CNN's middle stages.
+    /// Returns the default features for a backbone. A ViT gets
+    /// [`FeatureConfig::default`]. EfficientNet-Lite0 gets the outputs of
+    /// blocks 5 (stride 8) and 11 (stride 16) on a 28×28 grid, averaged over
+    /// 3×3 neighbourhoods, the way PatchCore uses a CNN's middle stages.
     pub fn for_backbone(vit: &Backbone) -> Self {
         if vit.has_cls() {
             FeatureConfig::default()
@@ -203,9 +203,9 @@ pub fn preprocess(pixels: &Tensor, size: i64, device: Device) -> Result<Tensor> 
 /// Turns a batch of normalised images `[B, 3, S, S]` into patch features
 /// `[B, grid, grid, feature_size]`.
 ///
-/// Each block's grid is pooled at its own resolution; grids coarser than the
+/// Each block's grid is pooled at its own resolution. Grids coarser than the
 /// finest one (CNN stages) are then resized to it with bilinear
-/// interpolation, as PatchCore does, and the blocks are merged.
+/// interpolation, as PatchCore does, before the blocks are merged.
 pub fn extract(vit: &Backbone, cfg: &FeatureConfig, images: &Tensor) -> Result<Tensor> {
     let tokens = vit.forward_blocks(images, &cfg.blocks)?;
     let _guard = tch::no_grad_guard();

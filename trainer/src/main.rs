@@ -192,8 +192,8 @@ struct TrainOptions {
     /// Cap on the scoring bank in patch features (bank and blend heads).
     #[arg(long, default_value_t = TrainConfig::default().score_bank_features)]
     score_bank_features: usize,
-    /// Number format of the scoring bank's search; in bfloat16 the search
-    /// runs about 2.5 times faster on CPUs with AVX512-BF16, at a distance
+    /// Number format of the scoring bank's search. In bfloat16 the search
+    /// runs about 2.5 times faster on CPUs with AVX512-BF16, with a distance
     /// error under 2%.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_precision)]
     score_bank_precision: Precision,

@@ -108,61 +108,46 @@ pub struct TestModel {
     pub meta: ModelMeta,
 }
 
+/// Trains a model on [`training_images`] with the backbone at `weights` and
+/// its default features (batch 8), and saves it to the scratch folder as `file_name`.
+fn train_and_save(weights: &Path, epochs: usize, file_name: &str) -> TestModel {
+    let backbone = Arc::new(Backbone::load(weights, tch::Device::Cpu).expect("backbone loads"));
+    let config = TrainConfig {
+        epochs,
+        batch_size: 8,
+        ..Default::default()
+    };
+    let features = FeatureConfig::for_backbone(&backbone);
+    let detector = fit(
+        backbone,
+        &features,
+        &config,
+        &training_images(),
+        None,
+        &mut |_| {},
+    )
+    .expect("test model trains");
+    let path = scratch_dir().join(file_name);
+    detector.save(&path).expect("model saves");
+    let meta = Detector::read_meta(&path).expect("saved model reads back");
+    TestModel { path, meta }
+}
+
 /// Returns the model trained once per test binary (20 epochs of batch 8 on
 /// 40 unlabeled images) and saved to the scratch folder.
 pub fn model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let vit =
-            Arc::new(Backbone::load(&backbone_path(), tch::Device::Cpu).expect("backbone loads"));
-        let config = TrainConfig {
-            epochs: 20,
-            batch_size: 8,
-            ..Default::default()
-        };
-        let detector = fit(
-            vit,
-            &FeatureConfig::default(),
-            &config,
-            &training_images(),
-            None,
-            &mut |_| {},
-        )
-        .expect("test model trains");
-        let path = scratch_dir().join("model.safetensors");
-        detector.save(&path).expect("model saves");
-        let meta = Detector::read_meta(&path).expect("saved model reads back");
-        TestModel { path, meta }
-    })
+    MODEL.get_or_init(|| train_and_save(&backbone_path(), 20, "model.safetensors"))
 }
 
 /// Returns a model on the EfficientNet-Lite0 backbone with its default
-/// features (blocks 5 and 11, 3×3 pooling), trained once per test binary on
-/// the same images as [`model`] and saved to the scratch folder.
+/// features (blocks 5 and 11, 3×3 pooling), trained once per test binary
+/// (5 epochs) on the same images as [`model`] and saved to the scratch folder.
 pub fn cnn_model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let weights = repo_root().join("weights/efficientnet_lite0.safetensors");
-        let cnn = Arc::new(Backbone::load(&weights, tch::Device::Cpu).expect("CNN backbone loads"));
-        let config = TrainConfig {
-            epochs: 5,
-            batch_size: 8,
-            ..Default::default()
-        };
-        let features = FeatureConfig::for_backbone(&cnn);
-        let detector = fit(
-            cnn,
-            &features,
-            &config,
-            &training_images(),
-            None,
-            &mut |_| {},
-        )
-        .expect("CNN test model trains");
-        let path = scratch_dir().join("model_cnn.safetensors");
-        detector.save(&path).expect("model saves");
-        let meta = Detector::read_meta(&path).expect("saved model reads back");
-        TestModel { path, meta }
+        train_and_save(&weights, 5, "model_cnn.safetensors")
     })
 }
 
