@@ -42,8 +42,15 @@ def gaussian_blur(image, sigma):
     return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, padded)
 
 
-def anomaly_map(patch_scores, grid, width, height, input_size):
-    small = Image.fromarray(np.asarray(patch_scores, dtype=np.float32).reshape(grid, grid), mode="F")
+def grid_shape(example):
+    """Rows and columns of an example's patch grid (older reports: a square `grid`)."""
+    if "rows" in example:
+        return example["rows"], example["cols"]
+    return example["grid"], example["grid"]
+
+
+def anomaly_map(patch_scores, shape, width, height, input_size):
+    small = Image.fromarray(np.asarray(patch_scores, dtype=np.float32).reshape(shape), mode="F")
     upsampled = np.asarray(small.resize((width, height), Image.BILINEAR), dtype=np.float64)
     sigma = BLUR_SIGMA_AT_INPUT * max(width, height) / input_size
     return gaussian_blur(upsampled, sigma)
@@ -85,7 +92,8 @@ def main():
             test_image = report["test"][example["test_index"]]
             image = np.asarray(Image.open(test_image["path"]).convert("L"))
             height, width = image.shape
-            amap = anomaly_map(example["patch_scores"], example["grid"], width, height, input_size)
+            amap = anomaly_map(example["patch_scores"], grid_shape(example), width, height,
+                               input_size)
             ax.imshow(image, cmap="gray")
             ax.imshow(amap, cmap="jet", alpha=0.45, vmin=low, vmax=high)
             mask = mask_of(report["config"]["root"], test_image)

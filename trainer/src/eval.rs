@@ -154,16 +154,21 @@ pub struct ExampleMap {
     /// Index into [`EvalReport::test`].
     pub test_index: usize,
     pub image_score: f32,
-    /// Side of the square grid.
-    pub grid: i64,
-    /// Patch scores, row-major `[grid, grid]`.
+    /// Patch rows and columns that show the image: the square grid, or fewer
+    /// with the letterbox fit.
+    pub rows: i64,
+    pub cols: i64,
+    /// Patch scores, row-major `[rows, cols]`.
     pub patch_scores: Vec<f32>,
 }
 
-/// Picks the examples of [`ExampleMap`]'s three kinds from score grids `[T, g, g]`.
-fn example_maps(maps: &Tensor, image_scores: &[f32], labels: &[bool]) -> Result<Vec<ExampleMap>> {
-    let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
-    let grid = maps.size()[1];
+/// Picks the examples of [`ExampleMap`]'s three kinds from the score grids of
+/// [`image_grids`].
+fn example_maps(
+    grids: &[Tensor],
+    image_scores: &[f32],
+    labels: &[bool],
+) -> Result<Vec<ExampleMap>> {
     let mut defects: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
     let mut good: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
     let descending = |a: &usize, b: &usize| image_scores[*b].total_cmp(&image_scores[*a]);
@@ -199,8 +204,9 @@ fn example_maps(maps: &Tensor, image_scores: &[f32], labels: &[bool]) -> Result<
                 kind: kind.to_string(),
                 test_index: i,
                 image_score: image_scores[i],
-                grid,
-                patch_scores: Vec::<f32>::try_from(maps.get(i as i64).flatten(0, 1))?,
+                rows: grids[i].size()[0],
+                cols: grids[i].size()[1],
+                patch_scores: Vec::<f32>::try_from(grids[i].flatten(0, 1))?,
             });
         }
     }
@@ -355,20 +361,39 @@ struct MapMetrics {
     image_scores: Vec<f32>,
 }
 
-/// Metrics of patch score grids `[T, g, g]` against the ground truth of the
-/// same T images: image score = max patch score; pixel scores from the
-/// upsampled and blurred anomaly map at each image's own resolution.
-fn score_maps(maps: &Tensor, truth: &GroundTruth, input_size: i64) -> Result<MapMetrics> {
+/// The patches of each score grid `[T, g, g]` that show its image (all of
+/// them unless the images are letterboxed), on the CPU. `sizes` holds the
+/// T images' widths and heights.
+fn image_grids(maps: &Tensor, sizes: &[(i64, i64)], features: &FeatureConfig) -> Vec<Tensor> {
     let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
+    let g = maps.size()[1];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, h))| {
+            features
+                .content(g, w, h)
+                .crop(&maps.get(i as i64))
+                .contiguous()
+        })
+        .collect()
+}
+
+/// Metrics of patch score grids `[T, g, g]` against the ground truth of the
+/// same T images: image score = max score of the patches that show the
+/// image; pixel scores from the upsampled and blurred anomaly map at each
+/// image's own resolution.
+fn score_maps(maps: &Tensor, truth: &GroundTruth, features: &FeatureConfig) -> Result<MapMetrics> {
+    let input_size = features.input_size;
+    let grids = image_grids(maps, &truth.sizes, features);
     let mut image_scores = Vec::with_capacity(truth.sizes.len());
     let mut pixel_scores: Vec<f32> = Vec::with_capacity(truth.regions.len());
     let mut input_scores: Vec<f32> = Vec::with_capacity(truth.input_masks.len());
-    for (i, &(w, h)) in truth.sizes.iter().enumerate() {
-        let grid = maps.get(i as i64);
+    for (grid, &(w, h)) in grids.iter().zip(&truth.sizes) {
         image_scores.push(f32::try_from(grid.max())?);
-        let amap = map::anomaly_map(&grid, w, h, input_size);
+        let amap = map::anomaly_map(grid, w, h, input_size);
         pixel_scores.extend(Vec::<f32>::try_from(amap.flatten(0, 1))?);
-        let at_input = map::anomaly_map(&grid, input_size, input_size, input_size);
+        let at_input = map::anomaly_map(grid, input_size, input_size, input_size);
         input_scores.extend(Vec::<f32>::try_from(at_input.flatten(0, 1))?);
     }
     let pixel = metrics::pixel_metrics(&pixel_scores, &truth.regions, AUPRO_MAX_FPR);
@@ -394,17 +419,23 @@ struct Prepared {
     truth: GroundTruth,
     overlap_truth: GroundTruth,
     grid: i64,
-    input_size: i64,
+    features: FeatureConfig,
 }
 
 impl Prepared {
     /// Evaluates score grids of the test images and of the moved images in
     /// both overlap settings.
     fn metrics(&self, test_maps: &Tensor, moved_maps: &Tensor) -> Result<(MapMetrics, MapMetrics)> {
-        let no_overlap = score_maps(test_maps, &self.truth, self.input_size)?;
+        let no_overlap = score_maps(test_maps, &self.truth, &self.features)?;
         let all = Tensor::cat(&[test_maps, moved_maps], 0);
-        let overlap = score_maps(&all, &self.overlap_truth, self.input_size)?;
+        let overlap = score_maps(&all, &self.overlap_truth, &self.features)?;
         Ok((no_overlap, overlap))
+    }
+
+    /// Example maps of the No-overlap test images.
+    fn examples(&self, test_maps: &Tensor, image_scores: &[f32]) -> Result<Vec<ExampleMap>> {
+        let grids = image_grids(test_maps, &self.truth.sizes, &self.features);
+        example_maps(&grids, image_scores, &self.truth.labels)
     }
 
     fn moved_feats(&self) -> Tensor {
@@ -463,7 +494,7 @@ fn bank_method(
         fit_seconds,
     );
     r.bank_size = Some(bank.size()[0]);
-    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    r.examples = prepared.examples(&test_maps, &r.image_scores)?;
     Ok(r)
 }
 
@@ -543,7 +574,7 @@ fn run_funad(
             }
             let t = Instant::now();
             let (maps, _, _) = head_grids(prepared, net, cfg, cfg.train.score_head)?;
-            let m = score_maps(&maps, &prepared.truth, prepared.input_size)?;
+            let m = score_maps(&maps, &prepared.truth, &prepared.features)?;
             let epoch = EpochMetrics {
                 epoch: stats.epoch,
                 image_auroc: m.image_auroc,
@@ -595,7 +626,7 @@ fn run_funad(
     r.epochs = epochs;
     r.history = detector.meta().history.clone();
     r.bank_size = detector.head().bank.as_ref().map(|b| b.size()[0]);
-    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    r.examples = prepared.examples(&test_maps, &r.image_scores)?;
     let mut results = vec![r];
     if cfg.compare_heads {
         for head in [ScoreHead::Discriminator, ScoreHead::Bank, ScoreHead::Blend] {
@@ -698,7 +729,7 @@ fn head_result(
         detector.meta().threshold,
     ));
     r.bank_size = bank_size;
-    r.examples = example_maps(&test_maps, &r.image_scores, &prepared.truth.labels)?;
+    r.examples = prepared.examples(&test_maps, &r.image_scores)?;
     Ok(r)
 }
 
@@ -780,14 +811,18 @@ fn prepare(
             };
             let (h, w) = m.size2()?;
             // A patch is anomalous when any defect pixel falls inside it.
+            // Letterbox padding counts as normal, although it mirrors the image.
+            let c = cfg.features.content(grid, w, h);
             let cells = m
                 .to_kind(Kind::Float)
                 .view([1, 1, h, w])
-                .adaptive_max_pool2d([grid, grid])
+                .adaptive_max_pool2d([c.rows, c.cols])
                 .0
                 .gt(0.0)
-                .view([1, p]);
-            rows.push(cells);
+                .view([c.rows, c.cols]);
+            let full = Tensor::zeros([grid, grid], (Kind::Bool, Device::Cpu));
+            c.crop(&full).copy_(&cells);
+            rows.push(full.view([1, p]));
         }
         let synthetic = n - split.train.len() as i64;
         rows.push(Tensor::zeros([synthetic, p], (Kind::Bool, Device::Cpu)));
@@ -802,7 +837,7 @@ fn prepare(
         test_feats,
         moved_rows,
         grid,
-        input_size: cfg.features.input_size,
+        features: cfg.features.clone(),
     };
     Ok((prepared, extract_seconds))
 }
@@ -907,9 +942,10 @@ mod tests {
     fn examples_pick_extremes() {
         // Four 1×1 grids: defects score 0.9 and 0.2, good images 0.8 and 0.1.
         let maps = Tensor::from_slice(&[0.9f32, 0.8, 0.2, 0.1]).view([4, 1, 1]);
+        let grids: Vec<Tensor> = (0..4).map(|i| maps.get(i)).collect();
         let scores = [0.9, 0.8, 0.2, 0.1];
         let labels = [true, false, true, false];
-        let examples = example_maps(&maps, &scores, &labels).unwrap();
+        let examples = example_maps(&grids, &scores, &labels).unwrap();
         let picked: Vec<(&str, usize)> = examples
             .iter()
             .map(|e| (e.kind.as_str(), e.test_index))

@@ -55,8 +55,15 @@ pub fn extract_images(
         on_done(*done, total);
         Ok(())
     };
+    let grid = cfg.grid(vit);
     for image in images {
-        batch.push(features::preprocess(&image?, cfg.input_size, vit.device())?);
+        batch.push(features::preprocess_with(
+            &image?,
+            cfg.input_size,
+            cfg.resize,
+            grid,
+            vit.device(),
+        )?);
         if batch.len() == EXTRACT_BATCH {
             flush(&mut batch, &mut done)?;
         }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use funad::data;
 use funad::eval::{self, BaselineConfig, EvalConfig, EvalEvent, Method};
-use funad::features::{FeatureConfig, LayerMerge};
+use funad::features::{FeatureConfig, LayerMerge, Resize};
 use funad::fit::{self, FitEvent};
 use funad::head::ScoreHead;
 use funad::knn::Precision;
@@ -110,6 +110,11 @@ struct FeatureArgs {
     /// [default: 1 for a ViT, 3 for EfficientNet-Lite0].
     #[arg(long)]
     pool: Option<i64>,
+    /// Fit of each image into the square input: stretch both sides, or
+    /// letterbox (keep the aspect ratio, mirror the image into the rest, and
+    /// score only the patches that show the image).
+    #[arg(long, value_enum, default_value_t = Resize::Stretch)]
+    resize: Resize,
     /// Use the FUN-AD paper's features instead: CLS ⊕ final-block patch token.
     #[arg(long)]
     paper_features: bool,
@@ -120,6 +125,7 @@ impl FeatureArgs {
         if self.paper_features {
             return FeatureConfig {
                 input_size: self.input_size,
+                resize: self.resize,
                 ..FeatureConfig::paper(vit.config().depth as usize)
             };
         }
@@ -130,6 +136,7 @@ impl FeatureArgs {
             merge: self.merge,
             with_cls: self.with_cls,
             pool: self.pool.unwrap_or(base.pool),
+            resize: self.resize,
         }
     }
 }

@@ -159,7 +159,10 @@ impl Verdict {
 pub struct Scored {
     /// Maximum patch score, in (0, 1).
     pub image_score: f32,
-    /// Calibrated patch scores `[grid, grid]` on the CPU, in (0, 1); see [`ScoreStats::calibrate`].
+    /// Calibrated patch scores on the CPU, in (0, 1); see
+    /// [`ScoreStats::calibrate`]. `[grid, grid]`, or with the letterbox fit
+    /// only the patches that show the image (`[rows, cols]`, see
+    /// [`features::Content`]).
     pub patch_scores: Tensor,
 }
 
@@ -466,7 +469,14 @@ impl Detector {
 
     /// Normalised model input `[3, S, S]` of 8-bit pixels `[H, W, C]`.
     pub fn preprocess(&self, pixels: &Tensor) -> Result<Tensor> {
-        features::preprocess(pixels, self.meta.features.input_size, self.device())
+        let f = &self.meta.features;
+        features::preprocess_with(
+            pixels,
+            f.input_size,
+            f.resize,
+            self.meta.grid,
+            self.device(),
+        )
     }
 
     /// Scores a batch of 8-bit images, each `[H, W, C]`.
@@ -481,9 +491,13 @@ impl Detector {
         let maps = self
             .score_features(&self.features(&Tensor::stack(&inputs, 0))?)?
             .to_device(Device::Cpu);
-        Ok((0..images.len() as i64)
-            .map(|i| {
-                let patch_scores = maps.get(i);
+        Ok(images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let (h, w) = (image.size()[0], image.size()[1]);
+                let content = self.meta.features.content(self.meta.grid, w, h);
+                let patch_scores = content.crop(&maps.get(i as i64)).contiguous();
                 let image_score = f32::try_from(patch_scores.max()).unwrap_or(f32::NAN);
                 Scored {
                     image_score,

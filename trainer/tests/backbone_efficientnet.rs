@@ -154,6 +154,7 @@ fn patchcore_features_on_a_28_grid() {
         merge: LayerMerge::Concat,
         with_cls: false,
         pool: 3,
+        resize: funad::features::Resize::Stretch,
     };
     assert_eq!(cfg.validate(&cnn).unwrap(), 40 + 112);
     assert_eq!(cfg.grid(&cnn), 28);

@@ -101,6 +101,7 @@ fn dino_v1_layout_loads_and_interpolates() {
         merge: LayerMerge::Concat,
         with_cls: true,
         pool: 1,
+        resize: funad::features::Resize::Stretch,
     };
     assert_eq!(fcfg.validate(&vit).unwrap(), 2 * WIDTH);
     let feats = extract(&vit, &fcfg, &image(224)).unwrap();

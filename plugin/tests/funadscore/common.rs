@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once, OnceLock};
 
+use funad::features::Resize;
 use funad::fit::fit;
 use funad::{Backbone, Detector, FeatureConfig, ModelMeta, TrainConfig};
 use gst::prelude::*;
@@ -110,14 +111,17 @@ pub struct TestModel {
 
 /// Trains a model on [`training_images`] with the backbone at `weights` and
 /// its default features (batch 8), and saves it to the scratch folder as `file_name`.
-fn train_and_save(weights: &Path, epochs: usize, file_name: &str) -> TestModel {
+fn train_and_save(weights: &Path, epochs: usize, resize: Resize, file_name: &str) -> TestModel {
     let backbone = Arc::new(Backbone::load(weights, tch::Device::Cpu).expect("backbone loads"));
     let config = TrainConfig {
         epochs,
         batch_size: 8,
         ..Default::default()
     };
-    let features = FeatureConfig::for_backbone(&backbone);
+    let features = FeatureConfig {
+        resize,
+        ..FeatureConfig::for_backbone(&backbone)
+    };
     let detector = fit(
         backbone,
         &features,
@@ -137,7 +141,7 @@ fn train_and_save(weights: &Path, epochs: usize, file_name: &str) -> TestModel {
 /// 40 unlabeled images) and saved to the scratch folder.
 pub fn model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
-    MODEL.get_or_init(|| train_and_save(&backbone_path(), 20, "model.safetensors"))
+    MODEL.get_or_init(|| train_and_save(&backbone_path(), 20, Resize::Stretch, "model.safetensors"))
 }
 
 /// Returns a model on the EfficientNet-Lite0 backbone with its default
@@ -147,7 +151,21 @@ pub fn cnn_model() -> &'static TestModel {
     static MODEL: OnceLock<TestModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let weights = repo_root().join("weights/efficientnet_lite0.safetensors");
-        train_and_save(&weights, 5, "model_cnn.safetensors")
+        train_and_save(&weights, 5, Resize::Stretch, "model_cnn.safetensors")
+    })
+}
+
+/// Returns a model like [`model`] whose images keep their aspect ratio
+/// (`Resize::Letterbox`), trained once per test binary.
+pub fn letterbox_model() -> &'static TestModel {
+    static MODEL: OnceLock<TestModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        train_and_save(
+            &backbone_path(),
+            20,
+            Resize::Letterbox,
+            "model_letterbox.safetensors",
+        )
     })
 }
 

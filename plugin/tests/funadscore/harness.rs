@@ -1,5 +1,6 @@
 //! `funadscore` in a gst_check harness, on real MTD frames.
 
+use funad::features::Resize;
 use gst::prelude::*;
 use gst_video::VideoFormat;
 use gstfunad::{FunadMeta, FunadResult, FunadVerdict};
@@ -259,6 +260,34 @@ fn cnn_backbone_model_scores_defects_above_good() {
     // The CNN's features separate MTD defects less well than the ViT's
     // (docs/benchmarks.md); 0.6 is still far above the 0.5 of a broken model.
     assert!(auroc > 0.6, "image AUROC {auroc:.3} is at most 0.6");
+}
+
+#[test]
+fn letterbox_model_maps_only_the_image() {
+    let model = common::letterbox_model();
+    assert_eq!(model.meta.features.resize, Resize::Letterbox);
+    let path = model.path.display().to_string();
+    let element = common::element(&[("model", &path)]);
+    let (auroc, good, defect, last) = score_good_and_defects(&element);
+    // The last frame is the third `uneven` image; its map has the patch rows
+    // and columns that show it, not the square grid.
+    let image = mtd_images("test/uneven")[2].clone();
+    let (w, h) = image::image_dimensions(&image).unwrap();
+    let content = model
+        .meta
+        .features
+        .content(model.meta.grid, w as i64, h as i64);
+    assert_ne!(content.rows, content.cols, "{w}×{h} is square");
+    assert_eq!(
+        (last.map_width, last.map_height),
+        (content.cols as u32, content.rows as u32)
+    );
+    assert_eq!((last.frame_width, last.frame_height), (w, h));
+    assert!(
+        defect > good,
+        "defects score {defect} on average, good frames {good}"
+    );
+    assert!(auroc > 0.7, "image AUROC {auroc:.3} is at most 0.7");
 }
 
 #[test]
