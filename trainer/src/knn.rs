@@ -180,6 +180,50 @@ pub fn nearest_distance_excluding_self(queries: &Tensor, bank: &Tensor, self_eps
     })
 }
 
+/// Candidates that the bfloat16 search of
+/// [`nearest_distance_excluding_self_in`] keeps per query for the exact
+/// float32 comparison.
+const RERANK: i64 = 4;
+
+/// [`nearest_distance_excluding_self`] with the matrix product in `precision`.
+///
+/// In bfloat16, the product (on features centred on the bank mean) only
+/// picks the `RERANK` nearest candidates of each query; their distances are
+/// then computed exactly in float32. The self match therefore still lands
+/// below `self_eps`, which a rounded distance would not, and every returned
+/// value is an exact distance to one of the bank's features.
+pub fn nearest_distance_excluding_self_in(
+    queries: &Tensor,
+    bank: &Tensor,
+    self_eps: f64,
+    precision: Precision,
+) -> Tensor {
+    if precision == Precision::Float32 {
+        return nearest_distance_excluding_self(queries, bank, self_eps);
+    }
+    let _guard = tch::no_grad_guard();
+    let m = bank.size()[0];
+    let d = bank.size()[1];
+    let k = m.min(RERANK);
+    let prepared = PreparedBank::new(bank, precision);
+    blocked(queries.size()[0], |start, len| {
+        let q = queries.narrow(0, start, len);
+        let (centred, _) = prepared.queries(&q);
+        let (_, idx) = prepared.prepared.partial(&centred).topk(k, 1, false, false);
+        let candidates = bank.index_select(0, &idx.flatten(0, 1)).view([len, k, d]);
+        let exact = (candidates - q.unsqueeze(1))
+            .square()
+            .sum_dim_intlist(2, false, Kind::Float);
+        let (top, _) = exact.sort(1, false);
+        let first = top.select(1, 0);
+        if k >= 2 {
+            top.select(1, 1).where_self(&first.lt(self_eps), &first)
+        } else {
+            first
+        }
+    })
+}
+
 /// For each query, the squared distance to its nearest bank feature from
 /// another group: bank entries whose group equals the query's are skipped. With
 /// images as groups, this is a leave-one-image-out distance, free of the
@@ -207,14 +251,63 @@ pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
 /// nearest neighbour of i (other than i) and i the nearest of j. Returns
 /// `[pairs, 2]` int64 indices with i < j in each row.
 pub fn mutual_nearest_pairs(x: &Tensor) -> Tensor {
+    mutual_nearest_pairs_in(x, Precision::Float32)
+}
+
+/// [`mutual_nearest_pairs`] with the matrix product in `precision`. In
+/// bfloat16 the product picks `RERANK` candidates per row and the nearest of
+/// them is chosen by exact float32 distances, as in
+/// [`nearest_distance_excluding_self_in`].
+pub fn mutual_nearest_pairs_in(x: &Tensor, precision: Precision) -> Tensor {
     let _guard = tch::no_grad_guard();
     let n = x.size()[0];
     let device = x.device();
     if n < 2 {
         return Tensor::zeros([0, 2], (Kind::Int64, device));
     }
+    let nn = match precision {
+        Precision::Float32 => nearest_other_rows(x),
+        Precision::Bfloat16 => {
+            let d = x.size()[1];
+            let k = (n - 1).min(RERANK);
+            let prepared = PreparedBank::new(x, precision);
+            blocked(n, |start, len| {
+                let q = x.narrow(0, start, len);
+                let (centred, _) = prepared.queries(&q);
+                let mut partial = prepared.prepared.partial(&centred);
+                let rows = Tensor::arange(len, (Kind::Int64, device));
+                let _ = partial.index_put_(
+                    &[Some(rows.shallow_clone()), Some(rows + start)],
+                    &Tensor::from(f32::INFINITY)
+                        .to_kind(Kind::BFloat16)
+                        .to_device(device),
+                    false,
+                );
+                let (_, idx) = partial.topk(k, 1, false, false);
+                let candidates = x.index_select(0, &idx.flatten(0, 1)).view([len, k, d]);
+                let exact =
+                    (candidates - q.unsqueeze(1))
+                        .square()
+                        .sum_dim_intlist(2, false, Kind::Float);
+                let best = exact.argmin(1, true);
+                idx.gather(1, &best, false).squeeze_dim(1)
+            })
+        }
+    };
+    let idx = Tensor::arange(n, (Kind::Int64, device));
+    let back = nn.index_select(0, &nn);
+    let mutual = back.eq_tensor(&idx).logical_and(&idx.lt_tensor(&nn));
+    let i = idx.masked_select(&mutual);
+    let j = nn.masked_select(&mutual);
+    Tensor::stack(&[i, j], 1)
+}
+
+/// For each row of `x`, the index of its nearest other row (float32).
+fn nearest_other_rows(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let device = x.device();
     let prepared = Prepared::new(x);
-    let nn = blocked(n, |start, len| {
+    blocked(n, |start, len| {
         // ‖q‖² does not change the argmin of a row, so the partial distances suffice.
         let mut d = prepared.partial(&x.narrow(0, start, len));
         let rows = Tensor::arange(len, (Kind::Int64, device));
@@ -224,13 +317,7 @@ pub fn mutual_nearest_pairs(x: &Tensor) -> Tensor {
             false,
         );
         d.argmin(1, false)
-    });
-    let idx = Tensor::arange(n, (Kind::Int64, device));
-    let back = nn.index_select(0, &nn);
-    let mutual = back.eq_tensor(&idx).logical_and(&idx.lt_tensor(&nn));
-    let i = idx.masked_select(&mutual);
-    let j = nn.masked_select(&mutual);
-    Tensor::stack(&[i, j], 1)
+    })
 }
 
 #[cfg(test)]
@@ -326,10 +413,60 @@ mod tests {
     }
 
     #[test]
+    fn bfloat16_training_search_reranks_exactly() {
+        tch::manual_seed(7);
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        let offset = Tensor::randn([1, 64], cpu) * 4.0;
+        let bank = Tensor::randn([2000, 64], cpu) + &offset;
+        // The first 300 queries are bank rows (their self match must be
+        // skipped), the other 300 are new points.
+        let q = Tensor::cat(
+            &[
+                bank.narrow(0, 0, 300),
+                Tensor::randn([300, 64], cpu) * 1.1 + &offset,
+            ],
+            0,
+        );
+        let exact = nearest_distance_excluding_self(&q, &bank, 1e-2);
+        let fast = nearest_distance_excluding_self_in(&q, &bank, 1e-2, Precision::Bfloat16);
+        assert_eq!(fast.size(), [600]);
+        // Every value is an exact distance to some bank row, so it can only
+        // be the true nearest or a farther one; rounding only changes which
+        // candidates reach the exact comparison.
+        let diff = &fast - &exact;
+        assert!(f64::try_from(diff.min()).unwrap() >= -1e-3);
+        let same =
+            f64::try_from(diff.abs().lt(1e-3).to_kind(Kind::Float).mean(Kind::Float)).unwrap();
+        assert!(
+            same > 0.97,
+            "only {same} of the queries found their nearest"
+        );
+        // No self match got through: bank rows have a positive distance.
+        assert!(f64::try_from(fast.narrow(0, 0, 300).min()).unwrap() > 1e-2);
+        // Float32 is the plain search.
+        let plain = nearest_distance_excluding_self_in(&q, &bank, 1e-2, Precision::Float32);
+        assert!(plain.equal(&exact));
+        // A bank of one feature, which is the query itself: the exact zero.
+        let one = nearest_distance_excluding_self_in(
+            &bank.narrow(0, 0, 1),
+            &bank.narrow(0, 0, 1),
+            1e-2,
+            Precision::Bfloat16,
+        );
+        assert!(f64::try_from(one.get(0)).unwrap().abs() < 1e-3);
+    }
+
+    #[test]
     fn mutual_pairs_known_layout() {
         // 0–1 are mutual, 2–3 are mutual, 4 points to 3 but 3 points to 2.
         let x = t(&[[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.2, 0.0], [5.5, 0.0]]);
         let pairs: Vec<i64> = Vec::try_from(mutual_nearest_pairs(&x).flatten(0, 1)).unwrap();
         assert_eq!(pairs, vec![0, 1, 2, 3]);
+        let fast = mutual_nearest_pairs_in(&x, Precision::Bfloat16);
+        let fast: Vec<i64> = Vec::try_from(fast.flatten(0, 1)).unwrap();
+        assert_eq!(fast, vec![0, 1, 2, 3]);
+        // Two points: each is the other's only neighbour.
+        let two = mutual_nearest_pairs_in(&x.narrow(0, 0, 2), Precision::Bfloat16);
+        assert_eq!(Vec::<i64>::try_from(two.flatten(0, 1)).unwrap(), vec![0, 1]);
     }
 }

@@ -204,6 +204,12 @@ struct TrainOptions {
     /// error under 2%.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_precision)]
     score_bank_precision: Precision,
+    /// Number format of training's two searches: the pseudo-label search
+    /// against the memory bank and the mutual-pair search. In bfloat16 the
+    /// product picks 4 candidates and exact float32 distances choose among
+    /// them.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().train_search_precision)]
+    train_search_precision: Precision,
     /// Seed for initialisation, shuffling, sampling and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -232,6 +238,7 @@ impl TrainOptions {
             score_bank_share: self.score_bank_share,
             score_bank_features: self.score_bank_features,
             score_bank_precision: self.score_bank_precision,
+            train_search_precision: self.train_search_precision,
             ..TrainConfig::default()
         }
     }

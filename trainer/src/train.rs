@@ -103,6 +103,10 @@ pub struct TrainConfig {
     /// before the option existed: float32).
     #[serde(default)]
     pub score_bank_precision: Precision,
+    /// Number format of the pseudo-label and mutual-pair searches during
+    /// training (model files written before the option existed: float32).
+    #[serde(default)]
+    pub train_search_precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +135,7 @@ impl Default for TrainConfig {
             score_bank_share: 0.9,
             score_bank_features: 40_000,
             score_bank_precision: Precision::Float32,
+            train_search_precision: Precision::Float32,
         }
     }
 }
@@ -408,7 +413,12 @@ pub fn train_observed(
             let adapted = net.adapt(&x);
             let clean = adapted.detach();
 
-            let distances = knn::nearest_distance_excluding_self(&clean, &bank, cfg.self_eps);
+            let distances = knn::nearest_distance_excluding_self_in(
+                &clean,
+                &bank,
+                cfg.self_eps,
+                cfg.train_search_precision,
+            );
             let pseudo = loss::pseudo_labels(&distances, cfg.tau, cfg.tau_ambiguous);
             if let Some(t) = patch_truth {
                 let truth = t.index_select(0, &idx.to_device(t.device())).view([b * p]);
@@ -428,7 +438,7 @@ pub fn train_observed(
                 adapted.shallow_clone()
             };
             let bce = loss::balanced_bce(&net.discriminate(&perturbed), &pseudo.labels);
-            let pairs = knn::mutual_nearest_pairs(&clean);
+            let pairs = knn::mutual_nearest_pairs_in(&clean, cfg.train_search_precision);
             let smooth = loss::mutual_smoothness(&net.discriminate(&adapted).sigmoid(), &pairs);
             let total = &bce + &smooth * cfg.lambda;
             opt.backward_step(&total);
