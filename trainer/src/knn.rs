@@ -251,49 +251,13 @@ pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
 /// nearest neighbour of i (other than i) and i the nearest of j. Returns
 /// `[pairs, 2]` int64 indices with i < j in each row.
 pub fn mutual_nearest_pairs(x: &Tensor) -> Tensor {
-    mutual_nearest_pairs_in(x, Precision::Float32)
-}
-
-/// [`mutual_nearest_pairs`] with the matrix product in `precision`. In
-/// bfloat16 the product picks `RERANK` candidates per row and the nearest of
-/// them is chosen by exact float32 distances, as in
-/// [`nearest_distance_excluding_self_in`].
-pub fn mutual_nearest_pairs_in(x: &Tensor, precision: Precision) -> Tensor {
     let _guard = tch::no_grad_guard();
     let n = x.size()[0];
     let device = x.device();
     if n < 2 {
         return Tensor::zeros([0, 2], (Kind::Int64, device));
     }
-    let nn = match precision {
-        Precision::Float32 => nearest_other_rows(x),
-        Precision::Bfloat16 => {
-            let d = x.size()[1];
-            let k = (n - 1).min(RERANK);
-            let prepared = PreparedBank::new(x, precision);
-            blocked(n, |start, len| {
-                let q = x.narrow(0, start, len);
-                let (centred, _) = prepared.queries(&q);
-                let mut partial = prepared.prepared.partial(&centred);
-                let rows = Tensor::arange(len, (Kind::Int64, device));
-                let _ = partial.index_put_(
-                    &[Some(rows.shallow_clone()), Some(rows + start)],
-                    &Tensor::from(f32::INFINITY)
-                        .to_kind(Kind::BFloat16)
-                        .to_device(device),
-                    false,
-                );
-                let (_, idx) = partial.topk(k, 1, false, false);
-                let candidates = x.index_select(0, &idx.flatten(0, 1)).view([len, k, d]);
-                let exact =
-                    (candidates - q.unsqueeze(1))
-                        .square()
-                        .sum_dim_intlist(2, false, Kind::Float);
-                let best = exact.argmin(1, true);
-                idx.gather(1, &best, false).squeeze_dim(1)
-            })
-        }
-    };
+    let nn = nearest_other_rows(x);
     let idx = Tensor::arange(n, (Kind::Int64, device));
     let back = nn.index_select(0, &nn);
     let mutual = back.eq_tensor(&idx).logical_and(&idx.lt_tensor(&nn));
@@ -462,11 +426,5 @@ mod tests {
         let x = t(&[[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.2, 0.0], [5.5, 0.0]]);
         let pairs: Vec<i64> = Vec::try_from(mutual_nearest_pairs(&x).flatten(0, 1)).unwrap();
         assert_eq!(pairs, vec![0, 1, 2, 3]);
-        let fast = mutual_nearest_pairs_in(&x, Precision::Bfloat16);
-        let fast: Vec<i64> = Vec::try_from(fast.flatten(0, 1)).unwrap();
-        assert_eq!(fast, vec![0, 1, 2, 3]);
-        // Two points: each is the other's only neighbour.
-        let two = mutual_nearest_pairs_in(&x.narrow(0, 0, 2), Precision::Bfloat16);
-        assert_eq!(Vec::<i64>::try_from(two.flatten(0, 1)).unwrap(), vec![0, 1]);
     }
 }

@@ -204,10 +204,9 @@ struct TrainOptions {
     /// error under 2%.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_precision)]
     score_bank_precision: Precision,
-    /// Number format of training's two searches: the pseudo-label search
-    /// against the memory bank and the mutual-pair search. In bfloat16 the
-    /// product picks 4 candidates and exact float32 distances choose among
-    /// them.
+    /// Number format of training's pseudo-label search against the memory
+    /// bank. In bfloat16 the product picks 4 candidates per patch and exact
+    /// float32 distances choose among them.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().train_search_precision)]
     train_search_precision: Precision,
     /// Seed for initialisation, shuffling, sampling and noise.

@@ -103,8 +103,10 @@ pub struct TrainConfig {
     /// before the option existed: float32).
     #[serde(default)]
     pub score_bank_precision: Precision,
-    /// Number format of the pseudo-label and mutual-pair searches during
-    /// training (model files written before the option existed: float32).
+    /// Number format of the pseudo-label search during training (model files
+    /// written before the option existed: float32). The mutual-pair search
+    /// stays in float32: bfloat16 did not make it faster
+    /// (examples/bench_train_search.rs).
     #[serde(default)]
     pub train_search_precision: Precision,
 }
@@ -438,7 +440,7 @@ pub fn train_observed(
                 adapted.shallow_clone()
             };
             let bce = loss::balanced_bce(&net.discriminate(&perturbed), &pseudo.labels);
-            let pairs = knn::mutual_nearest_pairs_in(&clean, cfg.train_search_precision);
+            let pairs = knn::mutual_nearest_pairs(&clean);
             let smooth = loss::mutual_smoothness(&net.discriminate(&adapted).sigmoid(), &pairs);
             let total = &bce + &smooth * cfg.lambda;
             opt.backward_step(&total);
