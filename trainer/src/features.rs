@@ -439,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn mirror_pad_wider_than_the_image_repeats_the_reflection() {
+    fn mirror_pad_wider_than_image() {
         // One row 0, 1, 2 padded by 5 on the left, in steps of 2 and 3: the
         // same as one mirror image after another.
         let x = Tensor::from_slice(&[0.0f32, 1.0, 2.0]).view([1, 1, 1, 3]);

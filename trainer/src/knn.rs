@@ -394,9 +394,10 @@ mod tests {
         let exact = nearest_distance_excluding_self(&q, &bank, 1e-2);
         let fast = nearest_distance_excluding_self_in(&q, &bank, 1e-2, Precision::Bfloat16);
         assert_eq!(fast.size(), [600]);
-        // Every value is an exact distance to some bank row, so it can only
-        // be the true nearest or a farther one; rounding only changes which
-        // candidates reach the exact comparison.
+
+        // Every value is the exact distance to some bank row, so it is never
+        // below the true nearest. Rounding only decides which candidates
+        // reach the exact comparison.
         let diff = &fast - &exact;
         assert!(f64::try_from(diff.min()).unwrap() >= -1e-3);
         let same =
@@ -405,8 +406,10 @@ mod tests {
             same > 0.97,
             "only {same} of the queries found their nearest"
         );
+
         // No self match got through: bank rows have a positive distance.
         assert!(f64::try_from(fast.narrow(0, 0, 300).min()).unwrap() > 1e-2);
+
         // Float32 is the plain search.
         let plain = nearest_distance_excluding_self_in(&q, &bank, 1e-2, Precision::Float32);
         assert!(plain.equal(&exact));
