@@ -243,6 +243,21 @@ pub struct MethodResult {
     pub history: Vec<crate::train::EpochStats>,
     /// Score grids of a few best, missed and falsely alarmed test images.
     pub examples: Vec<ExampleMap>,
+    /// Image and pixel AUROC of each defect type against the good test
+    /// images (No overlap).
+    pub by_defect: Vec<DefectMetrics>,
+}
+
+/// Detection and localisation of one defect type: its test images and the
+/// good ones, nothing else (No overlap).
+#[derive(Clone, Debug, Serialize)]
+pub struct DefectMetrics {
+    pub defect: String,
+    /// Test images of this type.
+    pub images: usize,
+    pub image_auroc: f64,
+    /// Over the pixels of this type's images and of the good images.
+    pub pixel_auroc: f64,
 }
 
 /// One No-overlap test image of the report.
@@ -297,6 +312,10 @@ struct GroundTruth {
     labels: Vec<bool>,
     /// Image width and height of every sample.
     sizes: Vec<(i64, i64)>,
+    /// `good` or the defect type of every sample.
+    defects: Vec<String>,
+    /// Every mask at its image's resolution, concatenated.
+    pixel_labels: Vec<bool>,
     regions: RegionLabels,
     /// Every mask resized to the square model input, concatenated.
     input_masks: Vec<bool>,
@@ -305,6 +324,7 @@ struct GroundTruth {
 impl GroundTruth {
     fn load(test: &[data::Sample], input_size: i64) -> Result<Self> {
         let mut sizes = Vec::with_capacity(test.len());
+        let mut pixel_labels = Vec::new();
         let mut regions = RegionLabels::new();
         let mut input_masks = Vec::new();
         for sample in test {
@@ -341,11 +361,14 @@ impl GroundTruth {
             regions
                 .push_mask(&mask, w as usize)
                 .map_err(anyhow::Error::msg)?;
+            pixel_labels.extend_from_slice(&mask);
             sizes.push((w, h));
         }
         Ok(GroundTruth {
             labels: test.iter().map(|s| s.is_anomalous()).collect(),
             sizes,
+            defects: test.iter().map(|s| s.defect.clone()).collect(),
+            pixel_labels,
             regions,
             input_masks,
         })
@@ -359,6 +382,50 @@ struct MapMetrics {
     pixel_auroc_at_input: f64,
     aupro: f64,
     image_scores: Vec<f32>,
+    by_defect: Vec<DefectMetrics>,
+}
+
+/// [`DefectMetrics`] of every defect type in `truth`, from the image scores
+/// and the concatenated pixel scores of all its images.
+fn defect_metrics(
+    truth: &GroundTruth,
+    image_scores: &[f32],
+    pixel_scores: &[f32],
+) -> Vec<DefectMetrics> {
+    let mut types: Vec<&str> = truth
+        .defects
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != "good")
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut starts = Vec::with_capacity(truth.sizes.len() + 1);
+    starts.push(0usize);
+    for &(w, h) in &truth.sizes {
+        starts.push(starts.last().unwrap() + (w * h) as usize);
+    }
+    types
+        .into_iter()
+        .map(|t| {
+            let keep: Vec<usize> = (0..truth.defects.len())
+                .filter(|&i| truth.defects[i] == "good" || truth.defects[i] == t)
+                .collect();
+            let scores: Vec<f32> = keep.iter().map(|&i| image_scores[i]).collect();
+            let labels: Vec<bool> = keep.iter().map(|&i| truth.labels[i]).collect();
+            let (mut ps, mut pl) = (Vec::new(), Vec::new());
+            for &i in &keep {
+                ps.extend_from_slice(&pixel_scores[starts[i]..starts[i + 1]]);
+                pl.extend_from_slice(&truth.pixel_labels[starts[i]..starts[i + 1]]);
+            }
+            DefectMetrics {
+                defect: t.to_string(),
+                images: labels.iter().filter(|&&l| l).count(),
+                image_auroc: auroc(&scores, &labels).unwrap_or(f64::NAN),
+                pixel_auroc: auroc(&ps, &pl).unwrap_or(f64::NAN),
+            }
+        })
+        .collect()
 }
 
 /// The patches of each score grid `[T, g, g]` that show its image (all of
@@ -383,7 +450,12 @@ fn image_grids(maps: &Tensor, sizes: &[(i64, i64)], features: &FeatureConfig) ->
 /// same T images: image score = max score of the patches that show the
 /// image; pixel scores from the upsampled and blurred anomaly map at each
 /// image's own resolution.
-fn score_maps(maps: &Tensor, truth: &GroundTruth, features: &FeatureConfig) -> Result<MapMetrics> {
+fn score_maps(
+    maps: &Tensor,
+    truth: &GroundTruth,
+    features: &FeatureConfig,
+    per_defect: bool,
+) -> Result<MapMetrics> {
     let input_size = features.input_size;
     let grids = image_grids(maps, &truth.sizes, features);
     let mut image_scores = Vec::with_capacity(truth.sizes.len());
@@ -397,12 +469,18 @@ fn score_maps(maps: &Tensor, truth: &GroundTruth, features: &FeatureConfig) -> R
         input_scores.extend(Vec::<f32>::try_from(at_input.flatten(0, 1))?);
     }
     let pixel = metrics::pixel_metrics(&pixel_scores, &truth.regions, AUPRO_MAX_FPR);
+    let by_defect = if per_defect {
+        defect_metrics(truth, &image_scores, &pixel_scores)
+    } else {
+        Vec::new()
+    };
     Ok(MapMetrics {
         image_auroc: auroc(&image_scores, &truth.labels).unwrap_or(f64::NAN),
         pixel_auroc: pixel.auroc.unwrap_or(f64::NAN),
         pixel_auroc_at_input: auroc(&input_scores, &truth.input_masks).unwrap_or(f64::NAN),
         aupro: pixel.aupro.unwrap_or(f64::NAN),
         image_scores,
+        by_defect,
     })
 }
 
@@ -426,9 +504,9 @@ impl Prepared {
     /// Evaluates score grids of the test images and of the moved images in
     /// both overlap settings.
     fn metrics(&self, test_maps: &Tensor, moved_maps: &Tensor) -> Result<(MapMetrics, MapMetrics)> {
-        let no_overlap = score_maps(test_maps, &self.truth, &self.features)?;
+        let no_overlap = score_maps(test_maps, &self.truth, &self.features, true)?;
         let all = Tensor::cat(&[test_maps, moved_maps], 0);
-        let overlap = score_maps(&all, &self.overlap_truth, &self.features)?;
+        let overlap = score_maps(&all, &self.overlap_truth, &self.features, false)?;
         Ok((no_overlap, overlap))
     }
 
@@ -466,6 +544,7 @@ fn result(
         epochs: Vec::new(),
         history: Vec::new(),
         examples: Vec::new(),
+        by_defect: no_overlap.by_defect,
     }
 }
 
@@ -574,7 +653,7 @@ fn run_funad(
             }
             let t = Instant::now();
             let (maps, _, _) = head_grids(prepared, net, cfg, cfg.train.score_head)?;
-            let m = score_maps(&maps, &prepared.truth, &prepared.features)?;
+            let m = score_maps(&maps, &prepared.truth, &prepared.features, false)?;
             let epoch = EpochMetrics {
                 epoch: stats.epoch,
                 image_auroc: m.image_auroc,
@@ -936,6 +1015,41 @@ mod tests {
         // Sums 1.5, 1.4, 1.55; epoch 4 has no image AUROC and is skipped.
         assert_eq!(oracle_epoch(&epochs).unwrap().epoch, 3);
         assert!(oracle_epoch(&[]).is_none());
+    }
+
+    #[test]
+    fn defect_metrics_use_one_type_and_the_good_images() {
+        // Four 2×1 images: two good, one crack, one hole; one defect pixel each.
+        let mut regions = RegionLabels::new();
+        let masks = [
+            [false, false],
+            [false, false],
+            [true, false],
+            [false, true],
+        ];
+        for m in &masks {
+            regions.push_mask(m, 2).unwrap();
+        }
+        let truth = GroundTruth {
+            labels: vec![false, false, true, true],
+            sizes: vec![(2, 1); 4],
+            defects: ["good", "good", "crack", "hole"].map(String::from).to_vec(),
+            pixel_labels: masks.iter().flatten().copied().collect(),
+            regions,
+            input_masks: Vec::new(),
+        };
+        let image_scores = [0.1, 0.5, 0.4, 0.9];
+        let pixel_scores = [0.1, 0.2, 0.3, 0.5, 0.22, 0.05, 0.2, 0.25];
+        let m = defect_metrics(&truth, &image_scores, &pixel_scores);
+        let got: Vec<(&str, usize, f64, f64)> = m
+            .iter()
+            .map(|d| (d.defect.as_str(), d.images, d.image_auroc, d.pixel_auroc))
+            .collect();
+        // crack: 0.4 beats one of the good images' 0.1 and 0.5. Its defect
+        // pixel 0.22 beats 3 of the 5 normal pixels 0.1, 0.2, 0.3, 0.5, 0.05;
+        // with the hole image's pixels counted too it would be 4 of 7.
+        // hole: 0.9 beats both; 0.25 beats 0.1, 0.2 and 0.2 of 5.
+        assert_eq!(got, vec![("crack", 1, 0.5, 0.6), ("hole", 1, 1.0, 0.6)]);
     }
 
     #[test]

@@ -571,6 +571,22 @@ fn run_eval(args: EvalArgs) -> Result<()> {
                 pct(h.bank_anomalous_images)
             );
         }
+        if !m.by_defect.is_empty() {
+            let parts: Vec<String> = m
+                .by_defect
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({}) {:.4} / {:.4}",
+                        d.defect, d.images, d.image_auroc, d.pixel_auroc
+                    )
+                })
+                .collect();
+            println!(
+                "  by defect type (images), image / pixel AUROC against the good images: {}",
+                parts.join("; ")
+            );
+        }
         if let (Some(best), Some(last)) = (eval::oracle_epoch(&m.epochs), m.epochs.last()) {
             println!(
                 "  oracle epoch {} (best mean of test image and pixel AUROC): {:.4} / {:.4}; \
