@@ -333,6 +333,7 @@ impl FunadTrain {
             batch_size: settings.batch_size as usize,
             seed: settings.seed,
             score_bank_precision: settings.search_precision.into(),
+            train_search_precision: settings.search_precision.into(),
             ..TrainConfig::default()
         };
         train.validate().map_err(|err| {
@@ -540,8 +541,9 @@ impl ObjectImpl for FunadTrain {
                 )
                 .nick("Search precision")
                 .blurb(
-                    "Number format of the memory-bank search in the models this element \
-                     trains; funadscore scores each model in the format it was trained with. \
+                    "Number format of the memory-bank searches: training's pseudo-label \
+                     search, and the scoring search of the models this element trains \
+                     (funadscore scores each model in the format it was trained with). \
                      Read at start",
                 )
                 .mutable_ready()

@@ -338,11 +338,16 @@ fn interval_schedule_starts_training() {
         |_| true,
     );
     assert_eq!(result.get::<String>("trigger").unwrap(), "interval");
-    // The trained model, accepted or not, searches its bank in bfloat16.
+    // The trained model, accepted or not, searches its bank in bfloat16,
+    // and so did its training.
     let path: String = result.get("path").unwrap();
     let meta = funad::Detector::read_meta(Path::new(&path)).unwrap();
     assert_eq!(
         meta.train.score_bank_precision,
+        funad::knn::Precision::Bfloat16
+    );
+    assert_eq!(
+        meta.train.train_search_precision,
         funad::knn::Precision::Bfloat16
     );
     assert_eq!(
