@@ -429,7 +429,7 @@ fn defect_metrics(
 }
 
 /// The patches of each score grid `[T, g, g]` that show its image (all of
-/// them unless the images are letterboxed), on the CPU. `sizes` holds the
+/// them unless the images are letterboxed), on the CPU. `sizes` gives the
 /// T images' widths and heights.
 fn image_grids(maps: &Tensor, sizes: &[(i64, i64)], features: &FeatureConfig) -> Vec<Tensor> {
     let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
@@ -1018,15 +1018,10 @@ mod tests {
     }
 
     #[test]
-    fn defect_metrics_use_one_type_and_the_good_images() {
+    fn defect_metrics_per_type() {
         // Four 2×1 images: two good, one crack, one hole; one defect pixel each.
         let mut regions = RegionLabels::new();
-        let masks = [
-            [false, false],
-            [false, false],
-            [true, false],
-            [false, true],
-        ];
+        let masks = [[false, false], [false, false], [true, false], [false, true]];
         for m in &masks {
             regions.push_mask(m, 2).unwrap();
         }
@@ -1038,6 +1033,7 @@ mod tests {
             regions,
             input_masks: Vec::new(),
         };
+
         let image_scores = [0.1, 0.5, 0.4, 0.9];
         let pixel_scores = [0.1, 0.2, 0.3, 0.5, 0.22, 0.05, 0.2, 0.25];
         let m = defect_metrics(&truth, &image_scores, &pixel_scores);
@@ -1045,6 +1041,7 @@ mod tests {
             .iter()
             .map(|d| (d.defect.as_str(), d.images, d.image_auroc, d.pixel_auroc))
             .collect();
+
         // crack: 0.4 beats one of the good images' 0.1 and 0.5. Its defect
         // pixel 0.22 beats 3 of the 5 normal pixels 0.1, 0.2, 0.3, 0.5, 0.05;
         // with the hole image's pixels counted too it would be 4 of 7.
