@@ -42,6 +42,9 @@ pub enum Method {
     /// SoftPatch-style: drop patches with a high local outlier factor at their
     /// position, then the greedy coreset.
     Softpatch,
+    /// SPADE-style: the nearest training patch among the training images
+    /// whose mean patch feature is nearest to the test image's.
+    Retrieval,
     /// FUN-AD: Local-Net trained on pseudo-labels.
     Funad,
 }
@@ -59,6 +62,8 @@ pub struct BaselineConfig {
     pub lof_neighbours: i64,
     /// Share of images dropped at each patch position by [`Method::Softpatch`].
     pub softpatch_discard: f64,
+    /// Training images searched for each test image by [`Method::Retrieval`].
+    pub retrieval_images: i64,
 }
 
 impl Default for BaselineConfig {
@@ -69,6 +74,7 @@ impl Default for BaselineConfig {
             projection_dim: 128,
             lof_neighbours: 6,
             softpatch_discard: 0.15,
+            retrieval_images: 50,
         }
     }
 }
@@ -101,6 +107,12 @@ impl BaselineConfig {
             bail!(
                 "SoftPatch discard share {} is invalid: use a value from 0 to below 1, such as 0.15",
                 self.softpatch_discard
+            );
+        }
+        if self.retrieval_images < 1 {
+            bail!(
+                "retrieval images {} is invalid: use at least 1 training image, such as 50",
+                self.retrieval_images
             );
         }
         Ok(())
@@ -556,13 +568,28 @@ fn bank_method(
     bank: &Tensor,
     fit_seconds: f64,
 ) -> Result<MethodResult> {
-    let (_, p, d) = prepared.test_feats.size3()?;
+    let d = prepared.test_feats.size()[2];
+    let mut r = distance_method(prepared, kind, name, fit_seconds, |feats| {
+        let n = feats.size()[0];
+        knn::nearest_distance(&feats.view([-1, d]), bank).view([n, -1])
+    })?;
+    r.bank_size = Some(bank.size()[0]);
+    Ok(r)
+}
+
+/// Scores test and moved images by the square root of `squared`, which maps
+/// patch features `[n, p, d]` to squared distances `[n, p]`.
+fn distance_method(
+    prepared: &Prepared,
+    kind: Method,
+    name: String,
+    fit_seconds: f64,
+    squared: impl Fn(&Tensor) -> Tensor,
+) -> Result<MethodResult> {
     let g = prepared.grid;
     let grids = |feats: &Tensor| {
         let n = feats.size()[0];
-        knn::nearest_distance(&feats.view([n * p, d]), bank)
-            .sqrt()
-            .view([n, g, g])
+        squared(feats).sqrt().view([n, g, g])
     };
     let test_maps = grids(&prepared.test_feats);
     let moved_maps = grids(&prepared.moved_feats());
@@ -572,7 +599,6 @@ fn bank_method(
         prepared.metrics(&test_maps, &moved_maps)?,
         fit_seconds,
     );
-    r.bank_size = Some(bank.size()[0]);
     r.examples = prepared.examples(&test_maps, &r.image_scores)?;
     Ok(r)
 }
@@ -596,6 +622,14 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
     let started = Instant::now();
     let d = prepared.train_feats.size()[2];
     let b = &cfg.baselines;
+    if kind == Method::Retrieval {
+        let k = b.retrieval_images;
+        let name = format!("SPADE-style retrieval ({k} nearest images, all their patches)");
+        let bank = &prepared.train_feats;
+        return distance_method(prepared, kind, name, 0.0, |feats| {
+            knn::nearest_distance_in_similar_images(feats, bank, k)
+        });
+    }
     let (bank, name) = match kind {
         Method::Knn => {
             let bank = random_bank(prepared, cfg)?;
@@ -629,7 +663,7 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
             );
             (bank, name)
         }
-        Method::Funad => unreachable!("FUN-AD is not a bank baseline"),
+        Method::Funad | Method::Retrieval => unreachable!("handled elsewhere"),
     };
     bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64())
 }
@@ -957,6 +991,7 @@ pub fn evaluate(
                 on_event(EvalEvent::Stage(match kind {
                     Method::Knn => "one-class nearest-neighbour baseline",
                     Method::Patchcore => "PatchCore-style coreset baseline",
+                    Method::Retrieval => "SPADE-style retrieval baseline",
                     _ => "SoftPatch-style baseline",
                 }));
                 run_baseline(&prepared, cfg, kind)?

@@ -247,6 +247,45 @@ pub fn nearest_distance(queries: &Tensor, bank: &Tensor) -> Tensor {
     PreparedBank::new(bank, Precision::Float32).nearest_distance(queries)
 }
 
+/// Image descriptors `[n, d]` of patch features `[n, p, d]`: the mean patch feature.
+pub fn image_descriptors(features: &Tensor) -> Tensor {
+    features.mean_dim(1, false, Kind::Float)
+}
+
+/// Indices `[q, k]` of the `k` bank images nearest to each query image,
+/// ranked by the squared L2 distance between [`image_descriptors`].
+/// `k` is clamped to the number of bank images.
+pub fn nearest_images(query_descriptors: &Tensor, bank_descriptors: &Tensor, k: i64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let k = k.clamp(1, bank_descriptors.size()[0]);
+    squared_distances(query_descriptors, bank_descriptors)
+        .topk(k, 1, false, true)
+        .1
+}
+
+/// Retrieval-conditioned nearest-neighbour search, in the manner of SPADE
+/// (Cohen and Hoshen, 2020): each query image `[q, p, d]` is compared only with
+/// the patches of the `k` bank images `[n, p', d]` whose mean patch features lie
+/// nearest to its own. Returns the squared distance `[q, p]` from every query
+/// patch to the nearest of those patches.
+///
+/// A global bank matches a bright band on a dark part to some bright part
+/// elsewhere in the training set; among images that look like the query as a
+/// whole, the band has no match. `k` at least the bank's image count gives
+/// the plain [`nearest_distance`] over all bank patches.
+pub fn nearest_distance_in_similar_images(queries: &Tensor, bank: &Tensor, k: i64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let (q, p, d) = queries.size3().expect("queries are [images, patches, dim]");
+    let picked = nearest_images(&image_descriptors(queries), &image_descriptors(bank), k);
+    let rows: Vec<Tensor> = (0..q)
+        .map(|i| {
+            let near = bank.index_select(0, &picked.get(i)).view([-1, d]);
+            nearest_distance(&queries.get(i), &near)
+        })
+        .collect();
+    Tensor::stack(&rows, 0).view([q, p])
+}
+
 /// Mutually nearest pairs among the rows of `x` `[n, d]`: i and j with j the
 /// nearest neighbour of i (other than i) and i the nearest of j. Returns
 /// `[pairs, 2]` int64 indices with i < j in each row.
@@ -321,6 +360,29 @@ mod tests {
             nearest_distance_excluding_self(&none, &bank, 1e-2).size(),
             vec![0]
         );
+    }
+
+    #[test]
+    fn retrieval_searches_only_similar_images() {
+        // Two bank images of two 1-D patches each: image 0 near 0, image 1 near 10.
+        let bank = Tensor::from_slice(&[0.0f32, 1.0, 9.0, 11.0]).view([2, 2, 1]);
+        // A query image whose patches are 0.5 and 8: its mean 4.25 lies nearer
+        // image 0 (mean 0.5) than image 1 (mean 10).
+        let q = Tensor::from_slice(&[0.5f32, 8.0]).view([1, 2, 1]);
+        let picked: Vec<i64> = Vec::try_from(
+            nearest_images(&image_descriptors(&q), &image_descriptors(&bank), 1).view([-1]),
+        )
+        .unwrap();
+        assert_eq!(picked, vec![0]);
+        // With k = 1 the patch at 8 is compared with 0 and 1 only: 7² = 49,
+        // although image 1's patch at 9 lies 1 away.
+        let d: Vec<f32> =
+            Vec::try_from(nearest_distance_in_similar_images(&q, &bank, 1).view([-1])).unwrap();
+        assert_eq!(d, vec![0.25, 49.0]);
+        // With k at least the number of images it is the plain search.
+        let all: Vec<f32> =
+            Vec::try_from(nearest_distance_in_similar_images(&q, &bank, 5).view([-1])).unwrap();
+        assert_eq!(all, vec![0.25, 1.0]);
     }
 
     #[test]

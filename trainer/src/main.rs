@@ -301,6 +301,10 @@ struct EvalArgs {
     /// Share of training images the SoftPatch-style filter drops at each patch position.
     #[arg(long, default_value_t = BaselineConfig::default().softpatch_discard)]
     softpatch_discard: f64,
+    /// Training images the SPADE-style retrieval baseline searches for each
+    /// test image: those whose mean patch feature is nearest to its own.
+    #[arg(long, default_value_t = BaselineConfig::default().retrieval_images)]
+    retrieval_images: i64,
     /// Measure FUN-AD on the test set after every epoch, to compare the
     /// label-free last epoch with the best epoch an oracle would pick.
     #[arg(long)]
@@ -508,6 +512,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             projection_dim: args.projection_dim,
             lof_neighbours: args.lof_neighbours,
             softpatch_discard: args.softpatch_discard,
+            retrieval_images: args.retrieval_images,
         },
         every_epoch: args.every_epoch,
         compare_heads: args.compare_heads,
