@@ -1,10 +1,13 @@
 """Draw a montage of example anomaly maps from `funad eval --json` reports.
 
-    .venv/bin/python scripts/plot_examples.py REPORT.json [REPORT.json...] OUT.png
+    .venv/bin/python scripts/plot_examples.py [--kinds KINDS] [--dpi N] REPORT.json [REPORT.json...] OUT.png
 
-One row per method of each report, one column per example that it keeps: the three
-highest-scoring defect images, the three lowest-scoring defect images and
-the three highest-scoring good images of the No-overlap test set. Each panel
+One row per method of each report, one column per example that it keeps: by
+default the three highest-scoring defect images, the three lowest-scoring
+defect images and the three highest-scoring good images of the No-overlap
+test set. `--kinds` picks other kinds, comma-separated, such as
+`"typical uneven,typical crack"`: the three images of a defect type in the
+middle of its score ranking. Each panel
 shows the image in grey, the anomaly map on top and the ground-truth outline
 in white. Run it from the folder `funad eval` ran in, because the report
 stores image paths as given on its command line.
@@ -15,6 +18,7 @@ the image, as funad's own anomaly maps. The colour scale is shared within a
 row (one method), from its lowest to its highest example patch score.
 """
 
+import argparse
 import json
 import re
 import pathlib
@@ -66,16 +70,35 @@ def mask_of(root, test_image):
     return np.asarray(Image.open(path).convert("L")) > 127
 
 
+DEFAULT_KINDS = "best detection,missed defect,false alarm"
+
+
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: plot_examples.py REPORT.json [REPORT.json...] OUT.png")
+    parser = argparse.ArgumentParser(description="Montage of example anomaly maps.")
+    parser.add_argument("--kinds", default=DEFAULT_KINDS,
+                        help=f"comma-separated example kinds to draw (default: {DEFAULT_KINDS})")
+    parser.add_argument("--dpi", type=int, default=60,
+                        help="resolution of the PNG; each panel is 1.5 inches wide (default: 60)")
+    parser.add_argument("paths", nargs="+", metavar="REPORT.json ... OUT.png")
+    args = parser.parse_args()
+    if len(args.paths) < 2:
+        parser.error("give at least one REPORT.json and the OUT.png to write")
+    *reports, out = args.paths
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     methods = []
-    for path in sys.argv[1:-1]:
+    for path in reports:
         report = json.loads(pathlib.Path(path).read_text())
-        kept = [(m, report) for m in report["methods"] if m.get("examples")]
-        if not kept:
+        if not any(m.get("examples") for m in report["methods"]):
             sys.exit(f"error: {path} stores no example maps; rerun funad eval with this version")
-        methods.extend(kept)
+        for m in report["methods"]:
+            picked = [e for k in kinds for e in m.get("examples", []) if e["kind"] == k]
+            if picked:
+                methods.append(({**m, "examples": picked}, report))
+    if not methods:
+        found = sorted({e["kind"] for p in reports
+                        for m in json.loads(pathlib.Path(p).read_text())["methods"]
+                        for e in m.get("examples", [])})
+        sys.exit(f"error: no examples of kinds {kinds}; these reports hold: {', '.join(found)}")
     columns = max(len(m["examples"]) for m, _ in methods)
     fig, axes = plt.subplots(len(methods), columns, figsize=(1.5 * columns, 1.9 * len(methods)),
                              squeeze=False)
@@ -110,10 +133,10 @@ def main():
         axes[row][0].text(-0.1, 0.5, label, fontsize=6, rotation=90, ha="right", va="center",
                           transform=axes[row][0].transAxes)
     fig.tight_layout()
-    fig.savefig(sys.argv[-1], dpi=60)
+    fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
     # A 256-colour palette keeps the montage small enough for a repository.
-    Image.open(sys.argv[-1]).convert("RGB").quantize(256).save(sys.argv[-1], optimize=True)
+    Image.open(out).convert("RGB").quantize(256).save(out, optimize=True)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,9 @@ pub const EXAMPLES_PER_KIND: usize = 3;
 #[derive(Clone, Debug, Serialize)]
 pub struct ExampleMap {
     /// `best detection` (highest-scoring defects), `missed defect`
-    /// (lowest-scoring defects) or `false alarm` (highest-scoring good images).
+    /// (lowest-scoring defects), `false alarm` (highest-scoring good images)
+    /// or `typical TYPE` (the images of that defect type in the middle of its
+    /// score ranking).
     pub kind: String,
     /// Index into [`EvalReport::test`].
     pub test_index: usize,
@@ -174,18 +176,40 @@ pub struct ExampleMap {
     pub patch_scores: Vec<f32>,
 }
 
-/// Picks the examples of [`ExampleMap`]'s three kinds from the score grids of
-/// [`image_grids`].
+/// Picks the examples of [`ExampleMap`]'s kinds from the score grids of
+/// [`image_grids`]; `defect_types` holds `good` or the defect type of every image.
 fn example_maps(
     grids: &[Tensor],
     image_scores: &[f32],
     labels: &[bool],
+    defect_types: &[String],
 ) -> Result<Vec<ExampleMap>> {
     let mut defects: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
     let mut good: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
     let descending = |a: &usize, b: &usize| image_scores[*b].total_cmp(&image_scores[*a]);
     defects.sort_by(descending);
     good.sort_by(descending);
+    let mut types: Vec<&str> = defect_types
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != "good")
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let typical = types.into_iter().map(|t| {
+        // The images of this type in the middle of its score ranking.
+        let mut ranked: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] && defect_types[i] == t)
+            .collect();
+        ranked.sort_by(descending);
+        let start = ranked.len().saturating_sub(EXAMPLES_PER_KIND) / 2;
+        let middle = ranked
+            .into_iter()
+            .skip(start)
+            .take(EXAMPLES_PER_KIND)
+            .collect::<Vec<_>>();
+        (format!("typical {t}"), middle)
+    });
     let picks = [
         (
             "best detection",
@@ -208,12 +232,13 @@ fn example_maps(
             "false alarm",
             good.iter().take(EXAMPLES_PER_KIND).copied().collect(),
         ),
-    ];
+    ]
+    .map(|(k, v)| (k.to_string(), v));
     let mut out = Vec::new();
-    for (kind, indices) in picks {
+    for (kind, indices) in picks.into_iter().chain(typical) {
         for i in indices {
             out.push(ExampleMap {
-                kind: kind.to_string(),
+                kind: kind.clone(),
                 test_index: i,
                 image_score: image_scores[i],
                 rows: grids[i].size()[0],
@@ -525,7 +550,12 @@ impl Prepared {
     /// Example maps of the No-overlap test images.
     fn examples(&self, test_maps: &Tensor, image_scores: &[f32]) -> Result<Vec<ExampleMap>> {
         let grids = image_grids(test_maps, &self.truth.sizes, &self.features);
-        example_maps(&grids, image_scores, &self.truth.labels)
+        example_maps(
+            &grids,
+            image_scores,
+            &self.truth.labels,
+            &self.truth.defects,
+        )
     }
 
     fn moved_feats(&self) -> Tensor {
@@ -973,7 +1003,7 @@ pub fn evaluate(
         bail!("bank share {bad} is invalid: use a share above 0 and at most 1, such as 0.9");
     }
     if cfg.methods.is_empty() {
-        bail!("no methods to evaluate: pass --methods with knn, patchcore, softpatch or funad");
+        bail!("no methods to evaluate: pass --methods with knn, patchcore, softpatch, retrieval or funad");
     }
     if cfg.methods.contains(&Method::Funad) {
         cfg.train.validate()?;
@@ -1091,7 +1121,8 @@ mod tests {
         let grids: Vec<Tensor> = (0..4).map(|i| maps.get(i)).collect();
         let scores = [0.9, 0.8, 0.2, 0.1];
         let labels = [true, false, true, false];
-        let examples = example_maps(&grids, &scores, &labels).unwrap();
+        let defects = ["crack", "good", "crack", "good"].map(String::from);
+        let examples = example_maps(&grids, &scores, &labels, &defects).unwrap();
         let picked: Vec<(&str, usize)> = examples
             .iter()
             .map(|e| (e.kind.as_str(), e.test_index))
@@ -1105,9 +1136,42 @@ mod tests {
                 ("missed defect", 0),
                 ("false alarm", 1),
                 ("false alarm", 3),
+                ("typical crack", 0),
+                ("typical crack", 2),
             ]
         );
         assert_eq!(examples[4].patch_scores, vec![0.8]);
+    }
+
+    #[test]
+    fn typical_examples_are_the_middle_of_each_type() {
+        // Five uneven images scored 0.5, 0.1, 0.4, 0.2, 0.3 and one blowhole.
+        let scores = [0.5f32, 0.1, 0.4, 0.2, 0.3, 0.9, 0.0];
+        let grids: Vec<Tensor> = scores
+            .iter()
+            .map(|&s| Tensor::from_slice(&[s]).view([1, 1]))
+            .collect();
+        let labels = [true, true, true, true, true, true, false];
+        let defects = [
+            "uneven", "uneven", "uneven", "uneven", "uneven", "blowhole", "good",
+        ]
+        .map(String::from);
+        let examples = example_maps(&grids, &scores, &labels, &defects).unwrap();
+        let typical: Vec<(&str, usize)> = examples
+            .iter()
+            .filter(|e| e.kind.starts_with("typical"))
+            .map(|e| (e.kind.as_str(), e.test_index))
+            .collect();
+        // Ranked 0.5, 0.4, 0.3, 0.2, 0.1: the middle three are 0.4, 0.3, 0.2.
+        assert_eq!(
+            typical,
+            [
+                ("typical blowhole", 5),
+                ("typical uneven", 2),
+                ("typical uneven", 4),
+                ("typical uneven", 3),
+            ]
+        );
     }
 
     #[test]
