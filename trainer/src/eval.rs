@@ -54,6 +54,8 @@ pub enum Method {
 pub struct BaselineConfig {
     /// Patch features in the random bank of [`Method::Knn`].
     pub knn_bank: usize,
+    /// Positional search radius of [`Method::Knn`] in patches (`None`: the whole bank).
+    pub knn_radius: Option<i64>,
     /// Coreset size as a share of the (kept) training patch features.
     pub coreset_ratio: f64,
     /// Dimensions of the random projection used to pick the coreset (0 = none).
@@ -70,6 +72,7 @@ impl Default for BaselineConfig {
     fn default() -> Self {
         BaselineConfig {
             knn_bank: 40_000,
+            knn_radius: None,
             coreset_ratio: 0.01,
             projection_dim: 128,
             lof_neighbours: 6,
@@ -108,6 +111,9 @@ impl BaselineConfig {
                 "SoftPatch discard share {} is invalid: use a value from 0 to below 1, such as 0.15",
                 self.softpatch_discard
             );
+        }
+        if let Some(r) = self.knn_radius.filter(|r| *r < 0) {
+            bail!("knn radius {r} is invalid: use 0 or more patches, or leave it out");
         }
         if self.retrieval_images < 1 {
             bail!(
@@ -601,7 +607,7 @@ fn bank_method(
     let d = prepared.test_feats.size()[2];
     let mut r = distance_method(prepared, kind, name, fit_seconds, |feats| {
         let n = feats.size()[0];
-        knn::nearest_distance(&feats.view([-1, d]), bank).view([n, -1])
+        Ok(knn::nearest_distance(&feats.view([-1, d]), bank).view([n, -1]))
     })?;
     r.bank_size = Some(bank.size()[0]);
     Ok(r)
@@ -614,15 +620,15 @@ fn distance_method(
     kind: Method,
     name: String,
     fit_seconds: f64,
-    squared: impl Fn(&Tensor) -> Tensor,
+    squared: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<MethodResult> {
     let g = prepared.grid;
-    let grids = |feats: &Tensor| {
+    let grids = |feats: &Tensor| -> Result<Tensor> {
         let n = feats.size()[0];
-        squared(feats).sqrt().view([n, g, g])
+        Ok(squared(feats)?.sqrt().view([n, g, g]))
     };
-    let test_maps = grids(&prepared.test_feats);
-    let moved_maps = grids(&prepared.moved_feats());
+    let test_maps = grids(&prepared.test_feats)?;
+    let moved_maps = grids(&prepared.moved_feats())?;
     let mut r = result(
         name,
         kind,
@@ -633,13 +639,16 @@ fn distance_method(
     Ok(r)
 }
 
-fn random_bank(prepared: &Prepared, cfg: &EvalConfig) -> Result<Tensor> {
-    let d = prepared.train_feats.size()[2];
+/// A random bank of training patch features `[M, D]` and the patch index of
+/// each row within its image `[M]`.
+fn random_bank(prepared: &Prepared, cfg: &EvalConfig) -> Result<(Tensor, Tensor)> {
+    let (_, p, d) = prepared.train_feats.size3()?;
     let flat = prepared.train_feats.view([-1, d]);
     let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
     rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
     rows.truncate(cfg.baselines.knn_bank);
-    Ok(flat.index_select(0, &Tensor::from_slice(&rows).to_device(flat.device())))
+    let rows = Tensor::from_slice(&rows).to_device(flat.device());
+    Ok((flat.index_select(0, &rows), rows.remainder(p)))
 }
 
 fn coreset_of(features: &Tensor, cfg: &EvalConfig) -> Result<Tensor> {
@@ -657,17 +666,39 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
         let name = format!("SPADE-style retrieval ({k} nearest images, all their patches)");
         let bank = &prepared.train_feats;
         return distance_method(prepared, kind, name, 0.0, |feats| {
-            knn::nearest_distance_in_similar_images(feats, bank, k)
+            Ok(knn::nearest_distance_in_similar_images(feats, bank, k))
         });
     }
     let (bank, name) = match kind {
         Method::Knn => {
-            let bank = random_bank(prepared, cfg)?;
+            let (bank, positions) = random_bank(prepared, cfg)?;
+            let Some(radius) = b.knn_radius else {
+                let name = format!(
+                    "one-class nearest neighbour ({} random patches)",
+                    bank.size()[0]
+                );
+                return bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64());
+            };
             let name = format!(
-                "one-class nearest neighbour ({} random patches)",
+                "one-class nearest neighbour ({} random patches, radius {radius})",
                 bank.size()[0]
             );
-            (bank, name)
+            let search = knn::PreparedBank::positional(
+                &bank,
+                &positions,
+                prepared.grid,
+                radius,
+                Precision::Float32,
+            )?;
+            let fit_seconds = started.elapsed().as_secs_f64();
+            let mut r = distance_method(prepared, kind, name, fit_seconds, |feats| {
+                let (n, p, d) = feats.size3()?;
+                Ok(search
+                    .try_nearest_distance(&feats.view([n * p, d]))?
+                    .view([n, p]))
+            })?;
+            r.bank_size = Some(bank.size()[0]);
+            return Ok(r);
         }
         Method::Patchcore => {
             let bank = coreset_of(&prepared.train_feats.view([-1, d]), cfg)?;
@@ -836,6 +867,7 @@ fn head_grids(
             max_features: t.score_bank_features,
             seed: t.seed,
             precision: t.score_bank_precision,
+            radius: t.score_bank_radius,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

@@ -222,6 +222,7 @@ pub fn fit_features_observed(
             max_features: tcfg.score_bank_features,
             seed: tcfg.seed,
             precision: tcfg.score_bank_precision,
+            radius: tcfg.score_bank_radius,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

@@ -56,15 +56,16 @@ impl ScoreHead {
 
 /// Builds the scoring bank: backbone features of the training images whose
 /// image score ranks below `image_share`, at most `max_features` of them drawn
-/// at random (seeded), from features `[N, P, D]`. Returns the bank `[M, D]`
-/// and the training image index of each row `[M]`.
+/// at random (seeded), from features `[N, P, D]`. Returns the bank `[M, D]`,
+/// the training image index of each row `[M]` and the patch index of each
+/// row within its image `[M]`.
 pub fn final_bank(
     net: &LocalNet,
     features: &Tensor,
     image_share: f64,
     max_features: usize,
     seed: u64,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features.size3()?;
     if n == 0 || max_features == 0 {
@@ -82,6 +83,7 @@ pub fn final_bank(
     let chosen = Tensor::from_slice(&order[..keep]).to_device(features.device());
     let mut bank = features.index_select(0, &chosen).view([-1, d]);
     let mut groups = chosen.repeat_interleave_self_int(p, Some(0), None);
+    let mut positions = Tensor::arange(p, (Kind::Int64, features.device())).repeat([keep as i64]);
     let rows = bank.size()[0];
     if rows > max_features as i64 {
         let mut idx: Vec<i64> = (0..rows).collect();
@@ -91,8 +93,20 @@ pub fn final_bank(
         let idx = Tensor::from_slice(&idx).to_device(features.device());
         bank = bank.index_select(0, &idx);
         groups = groups.index_select(0, &idx);
+        positions = positions.index_select(0, &idx);
     }
-    Ok((bank, groups))
+    Ok((bank, groups, positions))
+}
+
+/// Where the rows of a positional scoring bank sit on the patch grid.
+#[derive(Debug)]
+pub struct BankLayout {
+    /// Patch index of each bank row within its image `[M]`.
+    pub positions: Tensor,
+    /// Side of the square patch grid.
+    pub grid: i64,
+    /// Largest row or column offset between a scored patch and the bank patches it is compared with.
+    pub radius: i64,
 }
 
 /// A score head with what it needs: the bank and the statistics that put its
@@ -101,6 +115,8 @@ pub struct HeadParts {
     pub head: ScoreHead,
     /// Backbone features of the scoring bank `[M, D]` (bank and blend heads).
     pub bank: Option<Tensor>,
+    /// Grid positions of the bank rows when the search is positional.
+    pub layout: Option<BankLayout>,
     /// Training image maxima of the discriminator logit.
     pub logit_stats: ScoreStats,
     /// Training image maxima of the bank distance (bank and blend heads).
@@ -110,21 +126,35 @@ pub struct HeadParts {
 }
 
 impl HeadParts {
+    /// Wraps a head and prepares its bank for searching, positionally when
+    /// `layout` is given. Fails when the layout does not fit the bank.
     pub fn new(
         head: ScoreHead,
         bank: Option<Tensor>,
+        layout: Option<BankLayout>,
         logit_stats: ScoreStats,
         bank_stats: Option<ScoreStats>,
         precision: knn::Precision,
-    ) -> Self {
-        let prepared = bank.as_ref().map(|b| knn::PreparedBank::new(b, precision));
-        HeadParts {
+    ) -> Result<Self> {
+        let prepared = match (&bank, &layout) {
+            (Some(b), Some(l)) => Some(knn::PreparedBank::positional(
+                b,
+                &l.positions,
+                l.grid,
+                l.radius,
+                precision,
+            )?),
+            (Some(b), None) => Some(knn::PreparedBank::new(b, precision)),
+            (None, _) => None,
+        };
+        Ok(HeadParts {
             head,
             bank,
+            layout,
             logit_stats,
             bank_stats,
             prepared,
-        }
+        })
     }
 
     /// Number format of the bank search (float32 without a bank).
@@ -135,6 +165,8 @@ impl HeadParts {
     }
 
     /// Raw patch values `[n]` of patch features `[n, D]` before calibration.
+    /// With a positional bank, the features must be whole images of patches
+    /// in row-major order.
     pub fn raw(&self, net: &LocalNet, features: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let distance = |x: &Tensor| -> Result<Tensor> {
@@ -144,7 +176,7 @@ impl HeadParts {
                     self.head
                 );
             };
-            Ok(bank.nearest_distance(x).clamp_min(0.0).sqrt())
+            Ok(bank.try_nearest_distance(x)?.clamp_min(0.0).sqrt())
         };
         match self.head {
             ScoreHead::Discriminator => Ok(net.logits(features)),
@@ -174,6 +206,8 @@ pub struct BankOptions {
     pub seed: u64,
     /// Number format of the bank search, in calibration and in scoring.
     pub precision: knn::Precision,
+    /// Positional search radius in patches (`None`: the whole bank).
+    pub radius: Option<i64>,
 }
 
 /// Builds every part of `head` for a trained net from its training features
@@ -203,11 +237,11 @@ pub fn build(
     let logit_maxima = image_max(&logits)?;
     let logit_stats = ScoreStats::from_scores(&logit_maxima);
     if !head.uses_bank() {
-        let parts = HeadParts::new(head, None, logit_stats, None, opts.precision);
+        let parts = HeadParts::new(head, None, None, logit_stats, None, opts.precision)?;
         return Ok((parts, logit_maxima));
     }
 
-    let (bank, groups) = final_bank(
+    let (bank, groups, positions) = final_bank(
         net,
         features,
         opts.image_share,
@@ -216,8 +250,35 @@ pub fn build(
     )?;
     let query_groups = Tensor::arange(n, (Kind::Int64, features.device()))
         .repeat_interleave_self_int(p, Some(0), None);
-    let distance = knn::PreparedBank::new(&bank, opts.precision)
-        .nearest_distance_other_group(&flat, &query_groups, &groups)
+    let layout = match opts.radius {
+        Some(radius) => {
+            let grid = (p as f64).sqrt().round() as i64;
+            if grid * grid != p {
+                bail!(
+                    "a positional scoring bank needs a square patch grid, got {p} patches an image"
+                );
+            }
+            Some(BankLayout {
+                positions,
+                grid,
+                radius,
+            })
+        }
+        None => None,
+    };
+    let parts = HeadParts::new(
+        head,
+        Some(bank),
+        layout,
+        logit_stats.clone(),
+        None,
+        opts.precision,
+    )?;
+    let distance = parts
+        .prepared
+        .as_ref()
+        .expect("a bank head has a prepared bank")
+        .try_nearest_distance_other_group(&flat, &query_groups, &groups)?
         .clamp_min(0.0)
         .sqrt();
     let distance_maxima = image_max(&distance)?;
@@ -228,13 +289,10 @@ pub fn build(
         }
         _ => distance_maxima,
     };
-    let parts = HeadParts::new(
-        head,
-        Some(bank),
-        logit_stats,
-        Some(bank_stats),
-        opts.precision,
-    );
+    let parts = HeadParts {
+        bank_stats: Some(bank_stats),
+        ..parts
+    };
     Ok((parts, maxima))
 }
 
@@ -256,7 +314,8 @@ mod tests {
         let (_vs, net) = net(2);
         // Three images of one patch each.
         let feats = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 0.0, 5.0, 5.0]).view([3, 1, 2]);
-        let (bank, groups) = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
+        let (bank, groups, positions) = final_bank(&net, &feats, 1.0, 10, 0).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&positions).unwrap(), vec![0, 0, 0]);
         // Rows come lowest image score first, each with its image index.
         let mut images = Vec::<i64>::try_from(&groups).unwrap();
         images.sort_unstable();
@@ -265,10 +324,12 @@ mod tests {
         let parts = HeadParts::new(
             ScoreHead::Bank,
             Some(bank),
+            None,
             ScoreStats::from_scores(&[0.0]),
             None,
             knn::Precision::Float32,
-        );
+        )
+        .unwrap();
         let q = Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]);
         // Nearest of (0,0), (1,0), (5,5) to (3,4): (5,5) at √5.
         let d = f32::try_from(parts.raw(&net, &q).unwrap().get(0)).unwrap();
@@ -283,7 +344,7 @@ mod tests {
         let logits: Vec<f32> = Vec::try_from(net.logits(&feats.view([4, 2]))).unwrap();
         let mut order: Vec<usize> = (0..4).collect();
         order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
-        let (bank, _) = final_bank(&net, &feats, 0.5, 10, 0).unwrap();
+        let (bank, _, _) = final_bank(&net, &feats, 0.5, 10, 0).unwrap();
         let got: Vec<f32> = Vec::try_from(bank.flatten(0, 1)).unwrap();
         let expect: Vec<f32> = order[..2]
             .iter()
@@ -301,10 +362,12 @@ mod tests {
         let parts = HeadParts::new(
             ScoreHead::Bank,
             None,
+            None,
             ScoreStats::from_scores(&[0.0]),
             None,
             knn::Precision::Float32,
-        );
+        )
+        .unwrap();
         let err = parts.raw(&net, &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)));
         assert!(err.unwrap_err().to_string().contains("memory bank"));
     }

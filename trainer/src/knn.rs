@@ -777,7 +777,10 @@ mod tests {
         let diff = &fast - &exact;
         let slack = 1e-5 * f64::try_from(row_norms(&q).max()).unwrap();
         let lowest = f64::try_from(diff.min()).unwrap();
-        assert!(lowest >= -slack, "{lowest} below the rounding slack {slack}");
+        assert!(
+            lowest >= -slack,
+            "{lowest} below the rounding slack {slack}"
+        );
         let same =
             f64::try_from(diff.abs().lt(1e-3).to_kind(Kind::Float).mean(Kind::Float)).unwrap();
         assert!(

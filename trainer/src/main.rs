@@ -204,6 +204,11 @@ struct TrainOptions {
     /// error under 2%.
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_precision)]
     score_bank_precision: Precision,
+    /// Compare each patch only with scoring-bank patches at most this many
+    /// patch rows and columns from its own position (for a fixed camera);
+    /// left out, the whole bank is searched.
+    #[arg(long)]
+    score_bank_radius: Option<i64>,
     /// Number format of training's pseudo-label search against the memory
     /// bank. In bfloat16 the product picks 4 candidates per patch and exact
     /// float32 distances choose among them.
@@ -237,6 +242,7 @@ impl TrainOptions {
             score_bank_share: self.score_bank_share,
             score_bank_features: self.score_bank_features,
             score_bank_precision: self.score_bank_precision,
+            score_bank_radius: self.score_bank_radius,
             train_search_precision: self.train_search_precision,
             ..TrainConfig::default()
         }
@@ -288,6 +294,10 @@ struct EvalArgs {
     /// Patch features in the one-class nearest-neighbour baseline's random bank.
     #[arg(long, default_value_t = BaselineConfig::default().knn_bank)]
     knn_bank: usize,
+    /// Compare each patch of the kNN baseline only with bank patches at most
+    /// this many patch rows and columns away; left out, the whole bank.
+    #[arg(long)]
+    knn_radius: Option<i64>,
     /// Coreset size of the PatchCore- and SoftPatch-style banks, as a share of
     /// the training patch features.
     #[arg(long, default_value_t = BaselineConfig::default().coreset_ratio)]
@@ -508,6 +518,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         methods: args.methods(),
         baselines: BaselineConfig {
             knn_bank: args.knn_bank,
+            knn_radius: args.knn_radius,
             coreset_ratio: args.coreset_ratio,
             projection_dim: args.projection_dim,
             lof_neighbours: args.lof_neighbours,

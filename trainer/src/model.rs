@@ -16,7 +16,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::backbone::{Backbone, BackboneId};
 use crate::features::{self, FeatureConfig};
-use crate::head::{HeadParts, ScoreHead};
+use crate::head::{BankLayout, HeadParts, ScoreHead};
 use crate::localnet::LocalNet;
 use crate::train::{EpochStats, TrainConfig};
 
@@ -28,6 +28,9 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const OLDEST_READABLE_FORMAT: u32 = 2;
 /// Name of the scoring bank's tensor in the model file.
 const BANK_TENSOR: &str = "head.bank";
+/// Name of the tensor with each bank row's patch index (positional banks
+/// only), stored as float32 like every tensor of the file; exact below 2²⁴.
+const BANK_POSITIONS_TENSOR: &str = "head.bank_positions";
 
 /// Robust statistics of the training images' image logits (the largest patch
 /// logit of each image). They calibrate every score the detector reports.
@@ -206,14 +209,19 @@ fn payload_digest(tensors: &[(String, Vec<i64>, Vec<u8>)]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Returns every tensor of a model file, sorted by name: the Local-Net weights and the bank.
-fn payload(vs: &nn::VarStore, bank: Option<&Tensor>) -> Vec<(String, Vec<i64>, Vec<u8>)> {
+/// Returns every tensor of a model file, sorted by name: the Local-Net
+/// weights, the bank and the bank's grid positions.
+fn payload(vs: &nn::VarStore, head: &HeadParts) -> Vec<(String, Vec<i64>, Vec<u8>)> {
     let mut vars = sorted_variables(vs);
-    if let Some(b) = bank {
+    if let Some(b) = &head.bank {
         let b = b.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
         vars.push((BANK_TENSOR.to_string(), b.size(), tensor_bytes(&b)));
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
     }
+    if let Some(layout) = &head.layout {
+        let p = &layout.positions;
+        vars.push((BANK_POSITIONS_TENSOR.to_string(), p.size(), tensor_bytes(p)));
+    }
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
 }
 
@@ -289,7 +297,7 @@ impl Detector {
         meta.score_head = head.head;
         meta.logit_stats = Some(head.logit_stats.clone());
         meta.bank_stats = head.bank_stats.clone();
-        meta.model_id = payload_digest(&payload(&vs, head.bank.as_ref()))[..12].to_string();
+        meta.model_id = payload_digest(&payload(&vs, &head))[..12].to_string();
         Detector {
             vit,
             _vs: vs,
@@ -323,7 +331,7 @@ impl Detector {
 
     /// Serialises the detector into model-file bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let vars = payload(&self._vs, self.head.bank.as_ref());
+        let vars = payload(&self._vs, &self.head);
         let digest = payload_digest(&vars);
         let views: Vec<(String, safetensors::tensor::TensorView)> = vars
             .iter()
@@ -416,7 +424,9 @@ impl Detector {
         let net = LocalNet::new(&vs.root(), meta.feature_size);
         let mut src: HashMap<String, Tensor> = tensors.into_iter().collect();
         let bank = src.remove(BANK_TENSOR);
-        let head = head_of(path, &meta, bank, vit.device())?;
+        let positions = src.remove(BANK_POSITIONS_TENSOR);
+        let grid = meta.features.grid(&vit);
+        let head = head_of(path, &meta, bank, positions, grid, vit.device())?;
         {
             let _guard = tch::no_grad_guard();
             for (name, mut var) in vs.variables() {
@@ -513,6 +523,8 @@ fn head_of(
     path: &Path,
     meta: &ModelMeta,
     bank: Option<Tensor>,
+    positions: Option<Tensor>,
+    grid: i64,
     device: Device,
 ) -> Result<HeadParts> {
     let head = meta.score_head;
@@ -540,15 +552,29 @@ fn head_of(
             path.display()
         );
     }
-    Ok(HeadParts::new(
+    let layout = match (&bank, meta.train.score_bank_radius, positions) {
+        (Some(_), Some(radius), Some(p)) => Some(BankLayout {
+            positions: p.to_device(device).to_kind(Kind::Int64),
+            grid,
+            radius,
+        }),
+        (Some(_), Some(_), None) => bail!(
+            "model {} has a positional scoring bank without its positions; retrain or restore it",
+            path.display()
+        ),
+        _ => None,
+    };
+    HeadParts::new(
         head,
         bank,
+        layout,
         meta.logit_stats
             .clone()
             .unwrap_or_else(|| meta.score_stats.clone()),
         meta.bank_stats.clone(),
         meta.train.score_bank_precision,
-    ))
+    )
+    .with_context(|| format!("model {}", path.display()))
 }
 
 fn read_model_file(path: &Path) -> Result<(ModelMeta, Vec<(String, Tensor)>)> {

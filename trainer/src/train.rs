@@ -103,6 +103,12 @@ pub struct TrainConfig {
     /// before the option existed: float32).
     #[serde(default)]
     pub score_bank_precision: Precision,
+    /// Positional scoring bank: a patch is compared only with bank patches at
+    /// most this many grid rows and columns away from its own position.
+    /// `None` searches the whole bank (and model files written before the
+    /// option existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_bank_radius: Option<i64>,
     /// Number format of the pseudo-label search during training (model files
     /// written before the option existed: float32). The mutual-pair search
     /// stays in float32: bfloat16 did not make it faster
@@ -137,6 +143,7 @@ impl Default for TrainConfig {
             score_bank_share: 0.9,
             score_bank_features: 40_000,
             score_bank_precision: Precision::Float32,
+            score_bank_radius: None,
             train_search_precision: Precision::Float32,
         }
     }
@@ -205,6 +212,12 @@ impl TrainConfig {
         }
         unit("bank image threshold", self.bank_image_threshold)?;
         unit("synthetic ratio", self.synthetic_ratio)?;
+        if let Some(r) = self.score_bank_radius.filter(|r| *r < 0) {
+            bail!(
+                "score bank radius {r} is invalid: use 0 or more patches, such as 1, or leave it \
+                 out to search the whole bank"
+            );
+        }
         if self.score_head.uses_bank() {
             unit("score bank share", self.score_bank_share)?;
             if self.score_bank_share == 0.0 || self.score_bank_features == 0 {

@@ -19,6 +19,16 @@ fn train_small(head: ScoreHead) -> Detector {
 
 /// As [`train_small`], with the scoring bank searched in `precision`.
 fn train_small_with(head: ScoreHead, precision: Precision) -> Detector {
+    train_small_config(TrainConfig {
+        score_head: head,
+        score_bank_precision: precision,
+        ..TrainConfig::default()
+    })
+}
+
+/// Trains on the 12 images with `base`'s head and bank options, 1 epoch,
+/// batch 4, at most 1000 bank features.
+fn train_small_config(base: TrainConfig) -> Detector {
     let images: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
         .unwrap()
         .into_iter()
@@ -28,10 +38,8 @@ fn train_small_with(head: ScoreHead, precision: Precision) -> Detector {
     let tcfg = TrainConfig {
         epochs: 1,
         batch_size: 4,
-        score_head: head,
         score_bank_features: 1000,
-        score_bank_precision: precision,
-        ..TrainConfig::default()
+        ..base
     };
     fit(
         common::backbone(),
@@ -217,6 +225,63 @@ fn bank_heads_round_trip_with_their_bank() {
         assert!(b[0].image_score > 0.0, "{head:?}");
         assert!(b[0].image_score < 1.0, "{head:?}");
     }
+}
+
+#[test]
+fn positional_bank_round_trips() {
+    let images: Vec<_> = ["test/crack", "test/good"]
+        .iter()
+        .flat_map(|d| {
+            image_files(&common::mtd().join(d))
+                .unwrap()
+                .into_iter()
+                .take(2)
+        })
+        .map(|f| funad::data::load_image(&f).unwrap())
+        .collect();
+    let positional = |radius| {
+        train_small_config(TrainConfig {
+            score_bank_radius: Some(radius),
+            ..TrainConfig::default()
+        })
+    };
+    let near = positional(1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("positional.funad");
+    near.save(&path).unwrap();
+    let loaded = Detector::load(&path, None, Device::Cpu).unwrap();
+    assert_eq!(loaded.meta().train.score_bank_radius, Some(1));
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("head.bank_positions").unwrap().shape(), &[1000]);
+    let a = near.score_images(&images).unwrap();
+    let b = loaded.score_images(&images).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.image_score, b.image_score);
+    }
+    // A radius that spans the 16×16 grid compares with every bank patch, so
+    // its raw distances equal those of the plain search on the same bank.
+    let whole = positional(15);
+    let plain = train_small(ScoreHead::Bank);
+    let inputs: Vec<_> = images
+        .iter()
+        .map(|i| whole.preprocess(i).unwrap())
+        .collect();
+    let feats = whole.features(&tch::Tensor::stack(&inputs, 0)).unwrap();
+    let (n, g, _, d) = feats.size4().unwrap();
+    let flat = feats.reshape([n * g * g, d]);
+    let spanned = whole.head().raw(whole.local_net(), &flat).unwrap();
+    let global = plain.head().raw(plain.local_net(), &flat).unwrap();
+    let gap = f64::try_from((&spanned - &global).abs().max()).unwrap();
+    assert!(
+        gap < 1e-3,
+        "radius 15 differs from the plain search by {gap}"
+    );
+    // Radius 1 can only find the same or a farther neighbour.
+    let local = near.head().raw(near.local_net(), &flat).unwrap();
+    let below = f64::try_from((&global - &local).max()).unwrap();
+    assert!(below < 1e-3, "radius 1 found a nearer patch by {below}");
+    assert!(f64::try_from((&local - &global).max()).unwrap() > 0.0);
 }
 
 #[test]

@@ -107,6 +107,7 @@ fn training_separates_defects_and_beats_its_start() {
             max_features: defaults.score_bank_features,
             seed: 3,
             precision: defaults.score_bank_precision,
+            radius: defaults.score_bank_radius,
         },
     )
     .unwrap();
