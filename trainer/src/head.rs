@@ -98,7 +98,7 @@ pub fn final_bank(
     Ok((bank, groups, positions))
 }
 
-/// Where the rows of a positional scoring bank sit on the patch grid.
+/// Patch-grid layout of a positional scoring bank.
 #[derive(Debug)]
 pub struct BankLayout {
     /// Patch index of each bank row within its image `[M]`.

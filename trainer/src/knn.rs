@@ -74,9 +74,9 @@ pub struct PreparedBank {
     layout: Option<GridLayout>,
 }
 
-/// Where the rows of a positional bank sit on the patch grid. The rows are
-/// sorted by grid row, so that the bank rows near one grid row form one
-/// contiguous band of the prepared matrix.
+/// Patch-grid layout of a positional bank. The rows are sorted by grid row,
+/// so that the bank rows near one grid row form one contiguous band of the
+/// prepared matrix.
 struct GridLayout {
     /// Side of the square patch grid.
     grid: i64,

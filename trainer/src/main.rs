@@ -205,8 +205,8 @@ struct TrainOptions {
     #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_precision)]
     score_bank_precision: Precision,
     /// Compare each patch only with scoring-bank patches at most this many
-    /// patch rows and columns from its own position (for a fixed camera);
-    /// left out, the whole bank is searched.
+    /// patch rows and columns from its own position, for a fixed camera.
+    /// Without it, the whole bank is searched.
     #[arg(long)]
     score_bank_radius: Option<i64>,
     /// Number format of training's pseudo-label search against the memory
@@ -295,7 +295,7 @@ struct EvalArgs {
     #[arg(long, default_value_t = BaselineConfig::default().knn_bank)]
     knn_bank: usize,
     /// Compare each patch of the kNN baseline only with bank patches at most
-    /// this many patch rows and columns away; left out, the whole bank.
+    /// this many patch rows and columns away. Without it, the whole bank.
     #[arg(long)]
     knn_radius: Option<i64>,
     /// Coreset size of the PatchCore- and SoftPatch-style banks, as a share of
