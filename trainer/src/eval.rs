@@ -868,6 +868,7 @@ fn head_grids(
             seed: t.seed,
             precision: t.score_bank_precision,
             radius: t.score_bank_radius,
+            ranking: t.score_bank_ranking,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

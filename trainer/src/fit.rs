@@ -223,6 +223,7 @@ pub fn fit_features_observed(
             seed: tcfg.seed,
             precision: tcfg.score_bank_precision,
             radius: tcfg.score_bank_radius,
+            ranking: tcfg.score_bank_ranking,
         },
     )?;
     let stats = ScoreStats::from_scores(&maxima);

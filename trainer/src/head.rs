@@ -68,16 +68,29 @@ pub fn final_bank(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
     let (n, p, d) = features.size3()?;
+    let image_scores = net
+        .logits(&features.view([n * p, d]))
+        .view([n, p])
+        .amax(1, false);
+    bank_of_lowest(&image_scores, features, image_share, max_features, seed)
+}
+
+/// [`final_bank`] with the images ranked by `image_scores` `[N]`, lowest first.
+pub fn bank_of_lowest(
+    image_scores: &Tensor,
+    features: &Tensor,
+    image_share: f64,
+    max_features: usize,
+    seed: u64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let _guard = tch::no_grad_guard();
+    let (n, p, d) = features.size3()?;
     if n == 0 || max_features == 0 {
         bail!(
             "the scoring bank needs at least one training image and a size above 0: \
              train on images and pass a score bank size such as 40000"
         );
     }
-    let image_scores = net
-        .logits(&features.view([n * p, d]))
-        .view([n, p])
-        .amax(1, false);
     let order: Vec<i64> = Vec::try_from(image_scores.argsort(0, false).to_device(Device::Cpu))?;
     let keep = ((n as f64 * image_share).round() as usize).clamp(1, n as usize);
     let chosen = Tensor::from_slice(&order[..keep]).to_device(features.device());
@@ -197,6 +210,68 @@ fn standardise(x: &Tensor, stats: &ScoreStats) -> Tensor {
     (x - stats.median as f64) / stats.scale() as f64
 }
 
+/// Ranking of the training images that decides which enter the scoring bank.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BankRanking {
+    /// The trained Local-Net's largest patch logit.
+    #[default]
+    Localnet,
+    /// The largest leave-one-image-out nearest-neighbour distance of the
+    /// image's backbone patch features to those of the other training images.
+    /// Positional when the scoring bank is, otherwise against a random sample
+    /// of at most the scoring bank's size.
+    Distance,
+}
+
+/// Largest leave-one-image-out patch distance `[N]` of each training image
+/// `[N, P, D]`, for [`BankRanking::Distance`].
+fn distance_image_scores(features: &Tensor, opts: &BankOptions) -> Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let (n, p, d) = features.size3()?;
+    let device = features.device();
+    let flat = features.view([n * p, d]);
+    let groups =
+        Tensor::arange(n, (Kind::Int64, device)).repeat_interleave_self_int(p, Some(0), None);
+    let distance = match opts.radius {
+        Some(radius) => {
+            let positions = Tensor::arange(p, (Kind::Int64, device)).repeat([n]);
+            knn::PreparedBank::positional(
+                &flat,
+                &positions,
+                square_grid(p)?,
+                radius,
+                opts.precision,
+            )?
+            .try_nearest_distance_other_group(&flat, &groups, &groups)?
+        }
+        None => {
+            let mut rows: Vec<i64> = (0..n * p).collect();
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0c1e_a4ed));
+            rows.truncate(opts.max_features);
+            let rows = Tensor::from_slice(&rows).to_device(device);
+            knn::PreparedBank::new(&flat.index_select(0, &rows), opts.precision)
+                .try_nearest_distance_other_group(&flat, &groups, &groups.index_select(0, &rows))?
+        }
+    };
+    // An image alone in the sample gets infinity; rank it last.
+    Ok(distance
+        .nan_to_num(None, Some(f32::MAX as f64), None)
+        .view([n, p])
+        .amax(1, false))
+}
+
+/// Side of the square patch grid with `patches` patches.
+fn square_grid(patches: i64) -> Result<i64> {
+    let grid = (patches as f64).sqrt().round() as i64;
+    if grid * grid != patches {
+        bail!(
+            "a positional scoring bank needs a square patch grid, got {patches} patches an image"
+        );
+    }
+    Ok(grid)
+}
+
 /// Options of the scoring bank.
 #[derive(Clone, Copy, Debug)]
 pub struct BankOptions {
@@ -208,6 +283,8 @@ pub struct BankOptions {
     pub precision: knn::Precision,
     /// Positional search radius in patches (`None`: the whole bank).
     pub radius: Option<i64>,
+    /// Ranking that picks the bank's images.
+    pub ranking: BankRanking,
 }
 
 /// Builds every part of `head` for a trained net from its training features
@@ -241,8 +318,12 @@ pub fn build(
         return Ok((parts, logit_maxima));
     }
 
-    let (bank, groups, positions) = final_bank(
-        net,
+    let image_scores = match opts.ranking {
+        BankRanking::Localnet => logits.view([n, p]).amax(1, false),
+        BankRanking::Distance => distance_image_scores(features, &opts)?,
+    };
+    let (bank, groups, positions) = bank_of_lowest(
+        &image_scores,
         features,
         opts.image_share,
         opts.max_features,
@@ -251,19 +332,11 @@ pub fn build(
     let query_groups = Tensor::arange(n, (Kind::Int64, features.device()))
         .repeat_interleave_self_int(p, Some(0), None);
     let layout = match opts.radius {
-        Some(radius) => {
-            let grid = (p as f64).sqrt().round() as i64;
-            if grid * grid != p {
-                bail!(
-                    "a positional scoring bank needs a square patch grid, got {p} patches an image"
-                );
-            }
-            Some(BankLayout {
-                positions,
-                grid,
-                radius,
-            })
-        }
+        Some(radius) => Some(BankLayout {
+            positions,
+            grid: square_grid(p)?,
+            radius,
+        }),
         None => None,
     };
     let parts = HeadParts::new(
@@ -354,6 +427,30 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn distance_ranking_drops_the_outlier_image() {
+        let (_vs, net) = net(2);
+        // Four images of one patch: three close together and one far away.
+        let feats =
+            Tensor::from_slice(&[0.0f32, 0.0, 0.1, 0.0, 0.0, 0.1, 5.0, 5.0]).view([4, 1, 2]);
+        for radius in [None, Some(0)] {
+            let opts = BankOptions {
+                image_share: 0.75,
+                max_features: 10,
+                seed: 0,
+                precision: knn::Precision::Float32,
+                radius,
+                ranking: BankRanking::Distance,
+            };
+            let (parts, maxima) = build(&net, &feats, ScoreHead::Bank, opts).unwrap();
+            let bank: Vec<f32> = Vec::try_from(parts.bank.as_ref().unwrap().flatten(0, 1)).unwrap();
+            assert_eq!(bank.len(), 6, "{radius:?}: three images kept");
+            assert!(!bank.contains(&5.0), "{radius:?}: outlier kept in {bank:?}");
+            // The outlier's own calibration distance is to the nearest kept image.
+            assert!((maxima[3] - (4.9f32 * 4.9 + 5.0 * 5.0).sqrt()).abs() < 1e-4);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use funad::data;
 use funad::eval::{self, BaselineConfig, EvalConfig, EvalEvent, Method};
 use funad::features::{FeatureConfig, LayerMerge, Resize};
 use funad::fit::{self, FitEvent};
-use funad::head::ScoreHead;
+use funad::head::{BankRanking, ScoreHead};
 use funad::knn::Precision;
 use funad::train::{AdaptorInit, BankNormalisation, Optimizer, TrainConfig};
 use funad::{map, select_device, Backbone, Detector, Verdict};
@@ -209,6 +209,11 @@ struct TrainOptions {
     /// Without it, the whole bank is searched.
     #[arg(long)]
     score_bank_radius: Option<i64>,
+    /// Ranking that picks the scoring bank's images: the trained Local-Net's
+    /// largest patch logit, or the largest nearest-neighbour distance to the
+    /// other training images' patches.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().score_bank_ranking)]
+    score_bank_ranking: BankRanking,
     /// Number format of training's pseudo-label search against the memory
     /// bank. In bfloat16 the product picks 4 candidates per patch and exact
     /// float32 distances choose among them.
@@ -243,6 +248,7 @@ impl TrainOptions {
             score_bank_features: self.score_bank_features,
             score_bank_precision: self.score_bank_precision,
             score_bank_radius: self.score_bank_radius,
+            score_bank_ranking: self.score_bank_ranking,
             train_search_precision: self.train_search_precision,
             ..TrainConfig::default()
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
-use crate::head::ScoreHead;
+use crate::head::{BankRanking, ScoreHead};
 use crate::knn::{self, Precision};
 use crate::localnet::LocalNet;
 use crate::loss;
@@ -109,6 +109,10 @@ pub struct TrainConfig {
     /// option existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_bank_radius: Option<i64>,
+    /// Ranking that picks the scoring bank's images (model files written
+    /// before the option existed: the Local-Net's).
+    #[serde(default)]
+    pub score_bank_ranking: BankRanking,
     /// Number format of the pseudo-label search during training (model files
     /// written before the option existed: float32). The mutual-pair search
     /// stays in float32: bfloat16 did not make it faster
@@ -144,6 +148,7 @@ impl Default for TrainConfig {
             score_bank_features: 40_000,
             score_bank_precision: Precision::Float32,
             score_bank_radius: None,
+            score_bank_ranking: BankRanking::Localnet,
             train_search_precision: Precision::Float32,
         }
     }

@@ -108,6 +108,7 @@ fn training_separates_defects_and_beats_its_start() {
             seed: 3,
             precision: defaults.score_bank_precision,
             radius: defaults.score_bank_radius,
+            ranking: defaults.score_bank_ranking,
         },
     )
     .unwrap();
