@@ -604,10 +604,9 @@ fn bank_method(
     bank: &Tensor,
     fit_seconds: f64,
 ) -> Result<MethodResult> {
-    let d = prepared.test_feats.size()[2];
     let mut r = distance_method(prepared, kind, name, fit_seconds, |feats| {
-        let n = feats.size()[0];
-        Ok(knn::nearest_distance(&feats.view([-1, d]), bank).view([n, -1]))
+        let (n, p, d) = feats.size3()?;
+        Ok(knn::nearest_distance(&feats.view([n * p, d]), bank).view([n, p]))
     })?;
     r.bank_size = Some(bank.size()[0]);
     Ok(r)

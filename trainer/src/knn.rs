@@ -233,6 +233,9 @@ impl PreparedBank {
         }
         let images = n / per_image;
         let device = queries.device();
+        if images == 0 {
+            return Ok(Tensor::zeros([0], (Kind::Float, device)));
+        }
         let q4 = queries.view([images, g, g, d]);
         let query_groups = groups.map(|(q, _)| q.view([images, g, g]));
         let chunk = (QUERY_BLOCK / g).max(1);
@@ -475,6 +478,9 @@ pub fn nearest_images(query_descriptors: &Tensor, bank_descriptors: &Tensor, k: 
 pub fn nearest_distance_in_similar_images(queries: &Tensor, bank: &Tensor, k: i64) -> Tensor {
     let _guard = tch::no_grad_guard();
     let (q, p, d) = queries.size3().expect("queries are [images, patches, dim]");
+    if q == 0 {
+        return Tensor::zeros([0, p], (Kind::Float, queries.device()));
+    }
     let picked = nearest_images(&image_descriptors(queries), &image_descriptors(bank), k);
     let rows: Vec<Tensor> = (0..q)
         .map(|i| {
@@ -582,6 +588,12 @@ mod tests {
         let all: Vec<f32> =
             Vec::try_from(nearest_distance_in_similar_images(&q, &bank, 5).view([-1])).unwrap();
         assert_eq!(all, vec![0.25, 1.0]);
+        // No query images, as when no defect image moves into training.
+        let none = Tensor::zeros([0, 2, 1], (Kind::Float, tch::Device::Cpu));
+        assert_eq!(
+            nearest_distance_in_similar_images(&none, &bank, 1).size(),
+            [0, 2]
+        );
     }
 
     /// Brute force for the positional search: every pair, masked by grid
@@ -696,6 +708,8 @@ mod tests {
         let q = Tensor::zeros([5, 3], (Kind::Float, tch::Device::Cpu));
         let err = ok.try_nearest_distance(&q).unwrap_err().to_string();
         assert!(err.contains("whole images"), "{err}");
+        let none = Tensor::zeros([0, 3], (Kind::Float, tch::Device::Cpu));
+        assert_eq!(ok.try_nearest_distance(&none).unwrap().size(), [0]);
     }
 
     #[test]
