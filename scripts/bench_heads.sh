@@ -10,6 +10,11 @@
 # model in turn, ROUNDS times (default 2). Each line gives frames/s and the
 # ratio to the discriminator head in the same round. TRAIN_DIR needs at least 174
 # images of 256 patches for the bank to reach its default 40,000 features.
+#
+# Environment: VARIANTS picks the variants, space-separated (default
+# "discriminator bank bank-bfloat16"). The discriminator comes first, because
+# the ratios are to the first variant. bank-positional keeps every patch of
+# the images ranked by distance and searches within 1 patch of each position.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 TRAIN_DIR FRAMES_DIR [ROUNDS]" >&2
@@ -30,8 +35,15 @@ declare -A options=(
     [discriminator]="--score-head discriminator"
     [bank]="--score-head bank"
     [bank-bfloat16]="--score-head bank --score-bank-precision bfloat16"
+    [bank-positional]="--score-head bank --score-bank-features 1000000 --score-bank-radius 1 --score-bank-ranking distance"
 )
-variants=(discriminator bank bank-bfloat16)
+read -r -a variants <<<"${VARIANTS:-discriminator bank bank-bfloat16}"
+for v in "${variants[@]}"; do
+    if [ -z "${options[$v]+set}" ]; then
+        echo "error: unknown variant $v; use: ${!options[*]}" >&2
+        exit 2
+    fi
+done
 for v in "${variants[@]}"; do
     # shellcheck disable=SC2086 # the options are split into words on purpose
     "$funad" train --epochs 1 ${options[$v]} -o "$work/$v.funad" "$train" >/dev/null
@@ -44,6 +56,6 @@ for ((r = 1; r <= rounds; r++)); do
             | sed -n 's/.*"frames_per_second":\([0-9.]*\).*/\1/p')
         [ -n "$base" ] || base=$rate
         ratio=$(awk -v a="$rate" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
-        echo "[bench] round $r, $v: $rate frames/s, $ratio of discriminator"
+        echo "[bench] round $r, $v: $rate frames/s, $ratio of ${variants[0]}"
     done
 done
