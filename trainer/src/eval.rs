@@ -182,8 +182,21 @@ pub struct ExampleMap {
     pub patch_scores: Vec<f32>,
 }
 
+/// Returns the defect types among `defects` (`good` or a type per image),
+/// sorted and without repeats.
+fn distinct_defect_types(defects: &[String]) -> Vec<&str> {
+    let mut types: Vec<&str> = defects
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != "good")
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    types
+}
+
 /// Picks the examples of [`ExampleMap`]'s kinds from the score grids of
-/// [`image_grids`]; `defect_types` holds `good` or the defect type of every image.
+/// [`image_grids`]. `defect_types` contains `good` or the defect type of every image.
 fn example_maps(
     grids: &[Tensor],
     image_scores: &[f32],
@@ -195,14 +208,7 @@ fn example_maps(
     let descending = |a: &usize, b: &usize| image_scores[*b].total_cmp(&image_scores[*a]);
     defects.sort_by(descending);
     good.sort_by(descending);
-    let mut types: Vec<&str> = defect_types
-        .iter()
-        .map(String::as_str)
-        .filter(|d| *d != "good")
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    let typical = types.into_iter().map(|t| {
+    let typical = distinct_defect_types(defect_types).into_iter().map(|t| {
         // The images of this type in the middle of its score ranking.
         let mut ranked: Vec<usize> = (0..labels.len())
             .filter(|&i| labels[i] && defect_types[i] == t)
@@ -435,14 +441,7 @@ fn defect_metrics(
     image_scores: &[f32],
     pixel_scores: &[f32],
 ) -> Vec<DefectMetrics> {
-    let mut types: Vec<&str> = truth
-        .defects
-        .iter()
-        .map(String::as_str)
-        .filter(|d| *d != "good")
-        .collect();
-    types.sort_unstable();
-    types.dedup();
+    let types = distinct_defect_types(&truth.defects);
     let mut starts = Vec::with_capacity(truth.sizes.len() + 1);
     starts.push(0usize);
     for &(w, h) in &truth.sizes {
@@ -638,8 +637,8 @@ fn distance_method(
     Ok(r)
 }
 
-/// A random bank of training patch features `[M, D]` and the patch index of
-/// each row within its image `[M]`.
+/// Draws a random bank of training patch features `[M, D]` and returns it
+/// with the patch index of each row within its image `[M]`.
 fn random_bank(prepared: &Prepared, cfg: &EvalConfig) -> Result<(Tensor, Tensor)> {
     let (_, p, d) = prepared.train_feats.size3()?;
     let flat = prepared.train_feats.view([-1, d]);
@@ -665,7 +664,7 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
         let name = format!("SPADE-style retrieval ({k} nearest images, all their patches)");
         let bank = &prepared.train_feats;
         return distance_method(prepared, kind, name, 0.0, |feats| {
-            Ok(knn::nearest_distance_in_similar_images(feats, bank, k))
+            knn::nearest_distance_in_similar_images(feats, bank, k)
         });
     }
     let (bank, name) = match kind {

@@ -118,7 +118,7 @@ impl PreparedBank {
 
     /// Prepares a positional bank: a query patch at grid row i, column j is
     /// compared only with bank patches at most `radius` rows and columns
-    /// away. `positions` `[M]` holds each bank row's patch index on the
+    /// away. `positions` `[M]` contains each bank row's patch index on the
     /// `grid`×`grid` patch grid (row-major). Queries must then come as whole
     /// images, `grid`² patches each in row-major order.
     ///
@@ -178,7 +178,7 @@ impl PreparedBank {
         Ok(prepared)
     }
 
-    /// Whether queries are compared only with bank patches near their own position.
+    /// Returns whether queries are compared only with bank patches near their own position.
     pub fn is_positional(&self) -> bool {
         self.layout.is_some()
     }
@@ -211,10 +211,10 @@ impl PreparedBank {
         }
     }
 
-    /// The positional search: for each grid row, the queries of that row in
-    /// every image against the contiguous band of bank rows within the
-    /// radius, with bank columns farther than the radius (and, with groups,
-    /// the query's own group) masked out.
+    /// Runs the positional search one grid row at a time. The queries of that
+    /// row in every image meet the contiguous band of bank rows within the
+    /// radius. Bank columns farther than the radius are masked out, and so is
+    /// the query's own group when groups are given.
     fn banded(
         &self,
         layout: &GridLayout,
@@ -222,7 +222,7 @@ impl PreparedBank {
         groups: Option<(&Tensor, &Tensor)>,
     ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let (g, r) = (layout.grid, layout.radius);
+        let g = layout.grid;
         let (n, d) = queries.size2()?;
         let per_image = g * g;
         if n % per_image != 0 {
@@ -232,62 +232,80 @@ impl PreparedBank {
             );
         }
         let images = n / per_image;
-        let device = queries.device();
         if images == 0 {
-            return Ok(Tensor::zeros([0], (Kind::Float, device)));
+            return Ok(Tensor::zeros([0], (Kind::Float, queries.device())));
         }
-        let q4 = queries.view([images, g, g, d]);
-        let query_groups = groups.map(|(q, _)| q.view([images, g, g]));
-        let chunk = (QUERY_BLOCK / g).max(1);
-        let query_cols = Tensor::arange(g, (Kind::Int64, device));
-        let mut by_row = Vec::with_capacity(g as usize);
-        for i in 0..g {
-            let lo = (i - r).max(0) as usize;
-            let hi = (i + r).min(g - 1) as usize;
-            let start = layout.row_starts[lo];
-            let len = layout.row_starts[hi + 1] - start;
-            if len == 0 {
-                by_row.push(Tensor::full(
-                    [images, g],
-                    f64::INFINITY,
-                    (Kind::Float, device),
-                ));
-                continue;
-            }
-            let band_cols = layout.cols.narrow(0, start, len);
-            // [1, g, len]: true where the bank patch's column is too far.
-            let far = (band_cols.unsqueeze(0) - query_cols.unsqueeze(1))
-                .abs()
-                .gt(r)
-                .unsqueeze(0);
-            let band_groups = groups.map(|(_, b)| b.narrow(0, start, len).view([1, 1, len]));
-            let row_queries = q4.select(1, i);
-            let mut parts = Vec::new();
-            let mut first = 0;
-            while first < images {
-                let c = chunk.min(images - first);
-                let flat = row_queries.narrow(0, first, c).reshape([c * g, d]);
-                let (q, norms) = self.queries(&flat);
-                let mut partial = self
-                    .prepared
-                    .partial_band(&q, start, len)
-                    .view([c, g, len])
-                    .masked_fill(&far, f64::INFINITY);
-                if let (Some(qg), Some(bg)) = (&query_groups, &band_groups) {
-                    let same = qg
-                        .narrow(0, first, c)
-                        .select(1, i)
-                        .unsqueeze(2)
-                        .eq_tensor(bg);
-                    partial = partial.masked_fill(&same, f64::INFINITY);
-                }
-                let (min, _) = partial.min_dim(2, false);
-                parts.push((min.to_kind(Kind::Float) + norms.view([c, g])).clamp_min(0.0));
-                first += c;
-            }
-            by_row.push(Tensor::cat(&parts, 0));
-        }
+
+        let grid_queries = queries.view([images, g, g, d]);
+        let grid_groups = groups.map(|(q, _)| q.view([images, g, g]));
+        let by_row: Vec<Tensor> = (0..g)
+            .map(|row| {
+                let row_groups = grid_groups
+                    .as_ref()
+                    .zip(groups)
+                    .map(|(q, (_, bank))| (q.select(1, row), bank));
+                self.banded_row(layout, row, &grid_queries.select(1, row), row_groups)
+            })
+            .collect();
         Ok(Tensor::stack(&by_row, 1).view([n]))
+    }
+
+    /// Returns the squared distances `[images, grid]` of the queries on grid
+    /// row `row` (`[images, grid, d]`), with their groups `[images, grid]` and
+    /// the sorted bank groups when given.
+    fn banded_row(
+        &self,
+        layout: &GridLayout,
+        row: i64,
+        row_queries: &Tensor,
+        groups: Option<(Tensor, &Tensor)>,
+    ) -> Tensor {
+        let (g, r) = (layout.grid, layout.radius);
+        let shape = row_queries.size();
+        let (images, d) = (shape[0], shape[2]);
+        let device = row_queries.device();
+        let first_row = (row - r).max(0) as usize;
+        let last_row = (row + r).min(g - 1) as usize;
+        let start = layout.row_starts[first_row];
+        let len = layout.row_starts[last_row + 1] - start;
+        if len == 0 {
+            return Tensor::full([images, g], f64::INFINITY, (Kind::Float, device));
+        }
+
+        // [1, g, len]: true where the bank patch's column is too far.
+        let query_cols = Tensor::arange(g, (Kind::Int64, device));
+        let far = (layout.cols.narrow(0, start, len).unsqueeze(0) - query_cols.unsqueeze(1))
+            .abs()
+            .gt(r)
+            .unsqueeze(0);
+        let band_groups = groups
+            .as_ref()
+            .map(|(_, bank)| bank.narrow(0, start, len).view([1, 1, len]));
+
+        let chunk = (QUERY_BLOCK / g).max(1);
+        let mut parts = Vec::new();
+        let mut first = 0;
+        while first < images {
+            let count = chunk.min(images - first);
+            let flat = row_queries.narrow(0, first, count).reshape([count * g, d]);
+            let (q, norms) = self.queries(&flat);
+            let mut partial = self
+                .prepared
+                .partial_band(&q, start, len)
+                .view([count, g, len])
+                .masked_fill(&far, f64::INFINITY);
+            if let (Some((query_groups, _)), Some(bank_groups)) = (&groups, &band_groups) {
+                let same = query_groups
+                    .narrow(0, first, count)
+                    .unsqueeze(2)
+                    .eq_tensor(bank_groups);
+                partial = partial.masked_fill(&same, f64::INFINITY);
+            }
+            let (min, _) = partial.min_dim(2, false);
+            parts.push((min.to_kind(Kind::Float) + norms.view([count, g])).clamp_min(0.0));
+            first += count;
+        }
+        Tensor::cat(&parts, 0)
     }
 
     pub fn precision(&self) -> Precision {
@@ -471,15 +489,19 @@ pub fn nearest_images(query_descriptors: &Tensor, bank_descriptors: &Tensor, k: 
 /// nearest to its own. Returns the squared distance `[q, p]` from every query
 /// patch to the nearest of those patches.
 ///
-/// A global bank matches a bright band on a dark part to some bright part
-/// elsewhere in the training set; among images that look like the query as a
-/// whole, the band has no match. `k` at least the bank's image count gives
+/// A global bank may match a bright band on a dark part to some bright part
+/// elsewhere in the training set. Among images that look like the query as a
+/// whole, the band may have no match. `k` at least the bank's image count gives
 /// the plain [`nearest_distance`] over all bank patches.
-pub fn nearest_distance_in_similar_images(queries: &Tensor, bank: &Tensor, k: i64) -> Tensor {
+pub fn nearest_distance_in_similar_images(
+    queries: &Tensor,
+    bank: &Tensor,
+    k: i64,
+) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
-    let (q, p, d) = queries.size3().expect("queries are [images, patches, dim]");
+    let (q, p, d) = queries.size3()?;
     if q == 0 {
-        return Tensor::zeros([0, p], (Kind::Float, queries.device()));
+        return Ok(Tensor::zeros([0, p], (Kind::Float, queries.device())));
     }
     let picked = nearest_images(&image_descriptors(queries), &image_descriptors(bank), k);
     let rows: Vec<Tensor> = (0..q)
@@ -488,7 +510,7 @@ pub fn nearest_distance_in_similar_images(queries: &Tensor, bank: &Tensor, k: i6
             nearest_distance(&queries.get(i), &near)
         })
         .collect();
-    Tensor::stack(&rows, 0).view([q, p])
+    Ok(Tensor::stack(&rows, 0).view([q, p]))
 }
 
 /// Mutually nearest pairs among the rows of `x` `[n, d]`: i and j with j the
@@ -581,19 +603,38 @@ mod tests {
         assert_eq!(picked, vec![0]);
         // With k = 1 the patch at 8 is compared with 0 and 1 only: 7² = 49,
         // although image 1's patch at 9 lies 1 away.
-        let d: Vec<f32> =
-            Vec::try_from(nearest_distance_in_similar_images(&q, &bank, 1).view([-1])).unwrap();
+        let d: Vec<f32> = Vec::try_from(
+            nearest_distance_in_similar_images(&q, &bank, 1)
+                .unwrap()
+                .view([-1]),
+        )
+        .unwrap();
         assert_eq!(d, vec![0.25, 49.0]);
         // With k at least the number of images it is the plain search.
-        let all: Vec<f32> =
-            Vec::try_from(nearest_distance_in_similar_images(&q, &bank, 5).view([-1])).unwrap();
+        let all: Vec<f32> = Vec::try_from(
+            nearest_distance_in_similar_images(&q, &bank, 5)
+                .unwrap()
+                .view([-1]),
+        )
+        .unwrap();
         assert_eq!(all, vec![0.25, 1.0]);
         // No query images, as when no defect image moves into training.
         let none = Tensor::zeros([0, 2, 1], (Kind::Float, tch::Device::Cpu));
         assert_eq!(
-            nearest_distance_in_similar_images(&none, &bank, 1).size(),
+            nearest_distance_in_similar_images(&none, &bank, 1)
+                .unwrap()
+                .size(),
             [0, 2]
         );
+    }
+
+    /// Asserts that two distance lists agree to 1e-4, infinities included.
+    fn assert_distances_match(got: &[f32], want: &[f32], case: &str) {
+        assert_eq!(got.len(), want.len(), "{case}: lengths");
+        for (k, (a, b)) in got.iter().zip(want).enumerate() {
+            let same = (a - b).abs() < 1e-4 || (a.is_infinite() && b.is_infinite());
+            assert!(same, "{case}, query {k}: {a} against {b}");
+        }
     }
 
     /// Brute force for the positional search: every pair, masked by grid
@@ -644,12 +685,7 @@ mod tests {
                 PreparedBank::positional(&bank, &pos, grid, radius, Precision::Float32).unwrap();
             let got: Vec<f32> = Vec::try_from(prepared.try_nearest_distance(&q).unwrap()).unwrap();
             let want = positional_reference(&q, &bank, &positions, grid, radius, None);
-            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() < 1e-4 || (a.is_infinite() && b.is_infinite()),
-                    "radius {radius}, query {k}: {a} against {b}"
-                );
-            }
+            assert_distances_match(&got, &want, &format!("radius {radius}"));
         }
         // Radius 3 reaches every position of a 4×4 grid: the plain search.
         let all = PreparedBank::positional(&bank, &pos, grid, 3, Precision::Float32).unwrap();
@@ -678,12 +714,7 @@ mod tests {
             1,
             Some((&query_groups, &bank_groups)),
         );
-        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() < 1e-4 || (a.is_infinite() && b.is_infinite()),
-                "query {k} with groups: {a} against {b}"
-            );
-        }
+        assert_distances_match(&got, &want, "radius 1 with groups");
     }
 
     #[test]
