@@ -77,7 +77,7 @@ fn live_retraining_swaps_versions() {
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \
               funadtrain name=train store-location={store} model={model} backbone={backbone} \
               device=cpu train-every-frames=60 min-frames=60 epochs=10 batch-size=8 \
-              holdout-every=5 holdout-frames=40 gate-min-frames=10 queue-frames=64",
+              holdout-every=7 holdout-frames=40 gate-min-frames=8 queue-frames=64",
         model = model.display(),
         store = dir.join("store").display(),
         backbone = common::backbone_path().display(),
@@ -111,7 +111,11 @@ fn live_retraining_swaps_versions() {
         }
     };
 
-    // Phase A: 80 frames stored, 20 held out; training starts at 60 stored.
+    // Phase A: 86 frames stored, 14 held out; training starts at 60 stored.
+    // A defect comes every 10th frame and every 7th frame is held out, so
+    // nine of the ten defects go to training and the held-out set has the
+    // line's defect rate, not half of the defects (every 5th frame held out
+    // did that: the gate then saw 50% defects and rejected good models).
     // funadscore passes these frames unscored: it has no model yet.
     push(&phase_a, &mut labels);
     let first = wait_for(
@@ -121,6 +125,7 @@ fn live_retraining_swaps_versions() {
         &mut seen,
         |_| true,
     );
+    eprintln!("live: first training: {first}");
     assert_eq!(first.get::<u64>("version").unwrap(), 1);
     assert!(
         first.get::<bool>("accepted").unwrap() && first.get::<bool>("served").unwrap(),
@@ -143,6 +148,7 @@ fn live_retraining_swaps_versions() {
         &mut seen,
         |_| true,
     );
+    eprintln!("live: second training: {second}");
     assert_eq!(second.get::<u64>("version").unwrap(), 2);
     assert!(
         second.get::<bool>("accepted").unwrap(),
