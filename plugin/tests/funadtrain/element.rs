@@ -414,11 +414,12 @@ fn unreadable_frame_is_skipped_and_deleted() {
     let dir = fresh_dir("element-bad-frame");
     let store = dir.join("store");
     // Every fifth frame is held out, which puts all three cracks (frames 10,
-    // 20 and 30) among the six held-out frames. A model that finds them calls
-    // half of the held-out frames NG, so the gate's share limit is raised.
+    // 20 and 30) among the six held-out frames. This test is about the bad
+    // frame, not the model's quality, so the gate's share limit is lifted:
+    // one normal frame flagged beside the cracks would otherwise reject it.
     let props = format!(
         "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 epochs=1 \
-         batch-size=8 holdout-every=5 holdout-frames=10 gate-min-frames=5 gate-max-ng-share=0.6",
+         batch-size=8 holdout-every=5 holdout-frames=10 gate-min-frames=5 gate-max-ng-share=1.0",
         store.display(),
         dir.join("line.safetensors").display(),
         common::backbone_path().display()
