@@ -22,7 +22,7 @@ mod watch;
 
 pub use funadjson::FunadJson;
 pub use funadscore::{FunadDevice, FunadOverlay, FunadScore};
-pub use funadtrain::{FunadSearchPrecision, FunadTrain};
+pub use funadtrain::{FunadBankRanking, FunadSearchPrecision, FunadTrain};
 pub use meta::{FunadMeta, FunadResult, FunadVerdict};
 pub use regions::FunadRegion;
 

@@ -17,7 +17,7 @@ use funad::store::{Frame, FrameStore, Policy, StoreConfig};
 use funad::TrainConfig;
 
 use super::worker::{self, Config, Counters, Shared, Trigger, CAT};
-use super::FunadSearchPrecision;
+use super::{FunadBankRanking, FunadSearchPrecision};
 use crate::funadscore::pixels::{self, FORMATS};
 use crate::FunadDevice;
 
@@ -33,6 +33,8 @@ const DEFAULT_MIN_FRAMES: u32 = 200;
 const DEFAULT_EPOCHS: u32 = 5;
 const DEFAULT_BATCH_SIZE: u32 = 32;
 const DEFAULT_NICE: i32 = 10;
+/// The scoring-bank defaults follow the library's.
+static TRAIN_DEFAULTS: LazyLock<TrainConfig> = LazyLock::new(TrainConfig::default);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -46,6 +48,9 @@ struct Settings {
     backbone: Option<PathBuf>,
     device: FunadDevice,
     search_precision: FunadSearchPrecision,
+    bank_ranking: FunadBankRanking,
+    bank_radius: i32,
+    bank_features: u32,
     keep_versions: u32,
     train_every_frames: u32,
     train_interval: u32,
@@ -72,6 +77,9 @@ impl Default for Settings {
             backbone: None,
             device: FunadDevice::Auto,
             search_precision: FunadSearchPrecision::Float32,
+            bank_ranking: TRAIN_DEFAULTS.score_bank_ranking.into(),
+            bank_radius: TRAIN_DEFAULTS.score_bank_radius.map_or(-1, |r| r as i32),
+            bank_features: TRAIN_DEFAULTS.score_bank_features as u32,
             keep_versions: DEFAULT_KEEP_VERSIONS,
             train_every_frames: DEFAULT_TRAIN_EVERY_FRAMES,
             train_interval: DEFAULT_TRAIN_INTERVAL,
@@ -334,6 +342,9 @@ impl FunadTrain {
             seed: settings.seed,
             score_bank_precision: settings.search_precision.into(),
             train_search_precision: settings.search_precision.into(),
+            score_bank_ranking: settings.bank_ranking.into(),
+            score_bank_radius: (settings.bank_radius >= 0).then_some(settings.bank_radius as i64),
+            score_bank_features: settings.bank_features as usize,
             ..TrainConfig::default()
         };
         train.validate().map_err(|err| {
@@ -548,6 +559,40 @@ impl ObjectImpl for FunadTrain {
                 )
                 .mutable_ready()
                 .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "score-bank-ranking",
+                    FunadBankRanking::from(TRAIN_DEFAULTS.score_bank_ranking),
+                )
+                .nick("Scoring bank ranking")
+                .blurb(
+                    "How a trained model picks the training images whose patches form its \
+                     scoring bank: the lowest-ranked share of images enters it. Read at start",
+                )
+                .mutable_ready()
+                .build(),
+                glib::ParamSpecInt::builder("score-bank-radius")
+                    .nick("Scoring bank radius")
+                    .blurb(
+                        "Compare each patch only with bank patches at most this many patch \
+                         rows and columns away, for a camera that sees each part in the same \
+                         place; -1 searches the whole bank. Read at start",
+                    )
+                    .minimum(-1)
+                    .maximum(255)
+                    .default_value(TRAIN_DEFAULTS.score_bank_radius.map_or(-1, |r| r as i32))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("score-bank-features")
+                    .nick("Scoring bank features")
+                    .blurb(
+                        "Most patch features in a trained model's scoring bank, drawn at \
+                         random from the chosen images; the model file grows by 1.5 kB a \
+                         feature with the default backbone. Read at start",
+                    )
+                    .minimum(1)
+                    .default_value(TRAIN_DEFAULTS.score_bank_features as u32)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("keep-versions")
                     .nick("Kept versions")
                     .blurb(
@@ -714,6 +759,9 @@ impl ObjectImpl for FunadTrain {
             "backbone" => s.backbone = path(value),
             "device" => s.device = value.get().expect("type checked upstream"),
             "search-precision" => s.search_precision = value.get().expect("type checked upstream"),
+            "score-bank-ranking" => s.bank_ranking = value.get().expect("type checked upstream"),
+            "score-bank-radius" => s.bank_radius = value.get().expect("type checked upstream"),
+            "score-bank-features" => s.bank_features = u32v(value),
             "keep-versions" => s.keep_versions = u32v(value),
             "train-every-frames" => s.train_every_frames = u32v(value),
             "train-interval" => s.train_interval = u32v(value),
@@ -771,6 +819,9 @@ impl ObjectImpl for FunadTrain {
             "backbone" => path_value(&s.backbone),
             "device" => s.device.to_value(),
             "search-precision" => s.search_precision.to_value(),
+            "score-bank-ranking" => s.bank_ranking.to_value(),
+            "score-bank-radius" => s.bank_radius.to_value(),
+            "score-bank-features" => s.bank_features.to_value(),
             "keep-versions" => s.keep_versions.to_value(),
             "train-every-frames" => s.train_every_frames.to_value(),
             "train-interval" => s.train_interval.to_value(),

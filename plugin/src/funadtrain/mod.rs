@@ -95,6 +95,42 @@ impl From<FunadSearchPrecision> for funad::knn::Precision {
     }
 }
 
+/// How the models that funadtrain trains choose the training images whose
+/// patches form their scoring bank.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstFunadBankRanking")]
+pub enum FunadBankRanking {
+    #[enum_value(
+        name = "the trained Local-Net's largest patch score of each image",
+        nick = "localnet"
+    )]
+    Localnet = 0,
+    #[enum_value(
+        name = "each image's largest patch distance to the other training images",
+        nick = "distance"
+    )]
+    Distance = 1,
+}
+
+impl From<FunadBankRanking> for funad::head::BankRanking {
+    fn from(r: FunadBankRanking) -> Self {
+        match r {
+            FunadBankRanking::Localnet => funad::head::BankRanking::Localnet,
+            FunadBankRanking::Distance => funad::head::BankRanking::Distance,
+        }
+    }
+}
+
+impl From<funad::head::BankRanking> for FunadBankRanking {
+    fn from(r: funad::head::BankRanking) -> Self {
+        match r {
+            funad::head::BankRanking::Localnet => FunadBankRanking::Localnet,
+            funad::head::BankRanking::Distance => FunadBankRanking::Distance,
+        }
+    }
+}
+
 glib::wrapper! {
     pub struct FunadTrain(ObjectSubclass<imp::FunadTrain>)
         @extends gst_base::BaseSink, gst::Element, gst::Object;

@@ -321,7 +321,8 @@ fn interval_schedule_starts_training() {
     let (pipeline, src, train) = trainer_pipeline(&format!(
         "store-location={} model={} backbone={} min-frames=20 train-every-frames=0 \
          train-interval=2 epochs=1 batch-size=8 holdout-every=5 holdout-frames=10 \
-         gate-min-frames=5 search-precision=bfloat16",
+         gate-min-frames=5 search-precision=bfloat16 score-bank-ranking=distance \
+         score-bank-radius=1 score-bank-features=3000",
         dir.join("store").display(),
         dir.join("line.safetensors").display(),
         common::backbone_path().display()
@@ -349,6 +350,20 @@ fn interval_schedule_starts_training() {
     assert_eq!(
         meta.train.train_search_precision,
         funad::knn::Precision::Bfloat16
+    );
+    // The scoring-bank properties reach the model too.
+    assert_eq!(
+        meta.train.score_bank_ranking,
+        funad::head::BankRanking::Distance
+    );
+    assert_eq!(meta.train.score_bank_radius, Some(1));
+    assert_eq!(meta.train.score_bank_features, 3000);
+    assert_eq!(
+        train
+            .property_value("score-bank-ranking")
+            .get::<gstfunad::FunadBankRanking>()
+            .unwrap(),
+        gstfunad::FunadBankRanking::Distance
     );
     assert_eq!(
         train
