@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use funad::data::image_files;
 use funad::fit::fit;
-use funad::head::ScoreHead;
+use funad::head::{BankRanking, ScoreHead};
 use funad::knn::Precision;
 use funad::{Detector, FeatureConfig, TrainConfig};
 use tch::Device;
@@ -239,9 +239,13 @@ fn positional_bank_round_trips() {
         })
         .map(|f| funad::data::load_image(&f).unwrap())
         .collect();
+    // The Local-Net ranking picks the same bank images at every radius (the
+    // distance ranking searches by position too), so the banks below differ
+    // only in how they are searched.
     let positional = |radius| {
         train_small_config(TrainConfig {
             score_bank_radius: Some(radius),
+            score_bank_ranking: BankRanking::Localnet,
             ..TrainConfig::default()
         })
     };
@@ -262,7 +266,10 @@ fn positional_bank_round_trips() {
     // A radius that spans the 16×16 grid compares with every bank patch, so
     // its raw distances equal those of the plain search on the same bank.
     let whole = positional(15);
-    let plain = train_small(ScoreHead::Bank);
+    let plain = train_small_config(TrainConfig {
+        score_bank_ranking: BankRanking::Localnet,
+        ..TrainConfig::default()
+    });
     let inputs: Vec<_> = images
         .iter()
         .map(|i| whole.preprocess(i).unwrap())

@@ -95,8 +95,8 @@ impl From<FunadSearchPrecision> for funad::knn::Precision {
     }
 }
 
-/// How the models that funadtrain trains choose the training images whose
-/// patches form their scoring bank.
+/// Ranking of the training images that picks the scoring bank of the models
+/// that funadtrain trains.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstFunadBankRanking")]

@@ -114,8 +114,8 @@ fn live_retraining_swaps_versions() {
     // Phase A: 86 frames stored, 14 held out; training starts at 60 stored.
     // A defect comes every 10th frame and every 7th frame is held out, so
     // nine of the ten defects go to training and the held-out set has the
-    // line's defect rate, not half of the defects (every 5th frame held out
-    // did that: the gate then saw 50% defects and rejected good models).
+    // line's defect rate. With every 5th frame held out, all defects went
+    // there: the gate saw 50% defects and rejected good models.
     // funadscore passes these frames unscored: it has no model yet.
     push(&phase_a, &mut labels);
     let first = wait_for(
