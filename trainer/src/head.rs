@@ -98,10 +98,9 @@ pub fn bank_of_lowest(
     let mut groups = chosen.repeat_interleave_self_int(p, Some(0), None);
     let mut positions = Tensor::arange(p, (Kind::Int64, features.device())).repeat([keep as i64]);
     let rows = bank.size()[0];
-    // TODO: a cap above the kept images' patch count puts each kept image in
-    // the bank whole, so a kept defect image scores as normal when it is
-    // scored again (MTD Overlap at 10%: 0.848 against 0.889 at 40,000).
-    // Scoring a frame found in the bank against the other images would fix it.
+    // A cap above the kept images' patch count puts each kept image in the
+    // bank whole; HeadParts::with_bank_groups keeps such an image from
+    // matching itself when it is scored again.
     if rows > max_features as i64 {
         let mut idx: Vec<i64> = (0..rows).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ba4c));
@@ -140,6 +139,81 @@ pub struct HeadParts {
     pub bank_stats: Option<ScoreStats>,
     /// The bank prepared once for the searches of every frame.
     prepared: Option<knn::PreparedBank>,
+    /// The training images that the bank holds whole, to score such an image
+    /// against the other images when it is scored again.
+    whole: Option<WholeImages>,
+}
+
+/// Training images whose every patch is in the scoring bank. Without them, a
+/// training image that comes back (the Overlap protocol, or `funad score`
+/// run on the training folder) finds each of its patches at distance 0 and
+/// scores as normal, defects included. Such a frame is measured against the
+/// other images instead, as the calibration measured it.
+#[derive(Debug)]
+pub struct WholeImages {
+    /// Training image index of each bank row `[M]`.
+    pub bank_groups: Tensor,
+    /// Patches per image.
+    pub patches: i64,
+    /// Mean patch feature of each image held whole `[G, D]`.
+    descriptors: Tensor,
+    /// Training image index of each descriptor `[G]`.
+    groups: Tensor,
+}
+
+/// A frame counts as a bank image when the squared distance between their
+/// mean patch features is within this share of the frame's squared length.
+/// On the CPU, a training image extracted alone instead of in a batch
+/// differed from itself by 7e-8 (rounding); the nearest two distinct MTD
+/// training images differ by 8e-5.
+const SAME_IMAGE_TOLERANCE: f64 = 1e-5;
+
+impl WholeImages {
+    /// Finds the images of `bank_groups` `[M]` that have all `patches` of
+    /// their rows in `bank` `[M, D]`; `None` when there are none.
+    pub fn find(bank: &Tensor, bank_groups: &Tensor, patches: i64) -> Result<Option<Self>> {
+        let _guard = tch::no_grad_guard();
+        let (m, d) = bank.size2()?;
+        if m == 0 || patches <= 0 || bank_groups.size() != [m] {
+            return Ok(None);
+        }
+        let bank_groups = bank_groups.to_device(bank.device()).to_kind(Kind::Int64);
+        let slots = i64::try_from(bank_groups.max())? + 1;
+        let counts = bank_groups.bincount::<Tensor>(None, slots);
+        let groups = counts.eq(patches).nonzero().view([-1]);
+        if groups.size()[0] == 0 {
+            return Ok(None);
+        }
+        let sums = Tensor::zeros([slots, d], (Kind::Float, bank.device())).index_add(
+            0,
+            &bank_groups,
+            &bank.to_kind(Kind::Float),
+        );
+        let descriptors = sums.index_select(0, &groups) / patches as f64;
+        Ok(Some(WholeImages {
+            bank_groups,
+            patches,
+            descriptors,
+            groups,
+        }))
+    }
+
+    /// For `images` whole images of patch features `[images × patches, D]`,
+    /// the training image index that each one is a copy of, or -1.
+    fn copies(&self, features: &Tensor, images: i64) -> Result<Vec<i64>> {
+        let d = features.size()[1];
+        let means = features
+            .view([images, self.patches, d])
+            .to_kind(Kind::Float)
+            .mean_dim(1, false, None);
+        let (nearest, which) = knn::squared_distances(&means, &self.descriptors).min_dim(1, false);
+        let tolerance = means.square().sum_dim_intlist(1, false, None) * SAME_IMAGE_TOLERANCE;
+        let copy = self
+            .groups
+            .index_select(0, &which)
+            .where_self(&nearest.le_tensor(&tolerance), &Tensor::from(-1i64));
+        Ok(Vec::try_from(copy.to_device(Device::Cpu))?)
+    }
 }
 
 impl HeadParts {
@@ -171,7 +245,23 @@ impl HeadParts {
             logit_stats,
             bank_stats,
             prepared,
+            whole: None,
         })
+    }
+
+    /// Adds the training image index of each bank row `[M]`, so that a
+    /// training image held whole in the bank is scored against the other
+    /// images (see [`WholeImages`]).
+    pub fn with_bank_groups(mut self, bank_groups: &Tensor, patches: i64) -> Result<Self> {
+        if let Some(bank) = &self.bank {
+            self.whole = WholeImages::find(bank, bank_groups, patches)?;
+        }
+        Ok(self)
+    }
+
+    /// Returns the training images whose every patch is in the bank, if any.
+    pub fn whole_images(&self) -> Option<&WholeImages> {
+        self.whole.as_ref()
     }
 
     /// Number format of the bank search (float32 without a bank).
@@ -193,7 +283,25 @@ impl HeadParts {
                     self.head
                 );
             };
-            Ok(bank.try_nearest_distance(x)?.clamp_min(0.0).sqrt())
+            let squared = bank.try_nearest_distance(x)?;
+            if let Some(whole) = &self.whole {
+                let rows = x.size()[0];
+                if rows > 0 && rows % whole.patches == 0 {
+                    let p = whole.patches;
+                    for (i, group) in whole.copies(x, rows / p)?.into_iter().enumerate() {
+                        if group < 0 {
+                            continue;
+                        }
+                        let span = x.narrow(0, i as i64 * p, p);
+                        let own = Tensor::full([p], group, (Kind::Int64, x.device()));
+                        let other =
+                            bank.try_nearest_distance_other_group(&span, &own, &whole.bank_groups)?;
+                        let mut slot = squared.narrow(0, i as i64 * p, p);
+                        slot.copy_(&other);
+                    }
+                }
+            }
+            Ok(squared.clamp_min(0.0).sqrt())
         };
         match self.head {
             ScoreHead::Discriminator => Ok(net.logits(features)),
@@ -350,7 +458,8 @@ pub fn build(
         logit_stats.clone(),
         None,
         opts.precision,
-    )?;
+    )?
+    .with_bank_groups(&groups, p)?;
     let distance = parts
         .prepared
         .as_ref()
@@ -455,6 +564,76 @@ mod tests {
             // The outlier's own calibration distance is to the nearest kept image.
             assert!((maxima[3] - (4.9f32 * 4.9 + 5.0 * 5.0).sqrt()).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn whole_image_skips_itself() {
+        let (_vs, net) = net(3);
+        // Five images of 4 patches on a 2×2 grid; image 2 has one far patch.
+        tch::manual_seed(11);
+        let feats = Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu));
+        let _ = feats.get(2).get(3).fill_(9.0);
+        for radius in [None, Some(1)] {
+            let opts = BankOptions {
+                image_share: 1.0,
+                max_features: 100,
+                seed: 0,
+                precision: knn::Precision::Float32,
+                radius,
+                ranking: BankRanking::Distance,
+            };
+            let (parts, maxima) = build(&net, &feats, ScoreHead::Bank, opts).unwrap();
+            let whole = parts
+                .whole_images()
+                .expect("every image is whole in the bank");
+            assert_eq!(whole.patches, 4);
+            // Image 2 scored again, alone and beside a new image: its largest
+            // distance is the leave-one-image-out one of the calibration, not 0.
+            let new_image = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
+            let both = Tensor::cat(&[new_image.shallow_clone(), feats.get(2)], 0);
+            for (batch, offset) in [(feats.get(2), 0), (both, 4)] {
+                let raw = parts.raw(&net, &batch).unwrap();
+                let top = f32::try_from(raw.narrow(0, offset, 4).max()).unwrap();
+                assert!(
+                    (top - maxima[2]).abs() < 1e-4,
+                    "{radius:?}: {top} against {}",
+                    maxima[2]
+                );
+                assert!(top > 8.0, "{radius:?}: the far patch matched itself");
+            }
+
+            // The new image is searched against the whole bank, as before.
+            let plain = parts
+                .prepared
+                .as_ref()
+                .unwrap()
+                .try_nearest_distance(&new_image)
+                .unwrap();
+            let raw = parts.raw(&net, &new_image).unwrap();
+            assert_eq!(
+                Vec::<f32>::try_from(raw).unwrap(),
+                Vec::<f32>::try_from(plain.clamp_min(0.0).sqrt()).unwrap()
+            );
+
+            // A slightly changed copy is a new frame: its nearest patches are
+            // its original's, so every distance is small.
+            let near = feats.get(2) + 1e-2;
+            let top = f32::try_from(parts.raw(&net, &near).unwrap().max()).unwrap();
+            assert!(top < 0.05, "{radius:?}: a near copy scored {top}");
+        }
+
+        // An image missing one patch in the bank is not whole; the others are.
+        let bank = feats.view([20, 3]).narrow(0, 1, 19);
+        let groups = Tensor::arange(5, (Kind::Int64, Device::Cpu))
+            .repeat_interleave_self_int(4, Some(0), None)
+            .narrow(0, 1, 19);
+        let whole = WholeImages::find(&bank, &groups, 4).unwrap().unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(&whole.groups).unwrap(),
+            vec![1, 2, 3, 4]
+        );
+        let none = WholeImages::find(&bank.narrow(0, 0, 3), &groups.narrow(0, 0, 3), 4).unwrap();
+        assert!(none.is_none());
     }
 
     #[test]

@@ -31,6 +31,9 @@ const BANK_TENSOR: &str = "head.bank";
 /// Name of the tensor with each bank row's patch index (positional banks
 /// only), stored as float32 like every tensor of the file; exact below 2²⁴.
 const BANK_POSITIONS_TENSOR: &str = "head.bank_positions";
+/// Training image index of each bank row, stored when every patch of some
+/// training image is in the bank (see [`crate::head::WholeImages`]).
+const BANK_GROUPS_TENSOR: &str = "head.bank_groups";
 
 /// Robust statistics of the training images' image logits (the largest patch
 /// logit of each image). They calibrate every score the detector reports.
@@ -220,6 +223,10 @@ fn payload(vs: &nn::VarStore, head: &HeadParts) -> Vec<(String, Vec<i64>, Vec<u8
     if let Some(layout) = &head.layout {
         let p = &layout.positions;
         vars.push((BANK_POSITIONS_TENSOR.to_string(), p.size(), tensor_bytes(p)));
+    }
+    if let Some(whole) = head.whole_images() {
+        let g = &whole.bank_groups;
+        vars.push((BANK_GROUPS_TENSOR.to_string(), g.size(), tensor_bytes(g)));
     }
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
@@ -425,8 +432,9 @@ impl Detector {
         let mut src: HashMap<String, Tensor> = tensors.into_iter().collect();
         let bank = src.remove(BANK_TENSOR);
         let positions = src.remove(BANK_POSITIONS_TENSOR);
+        let groups = src.remove(BANK_GROUPS_TENSOR);
         let grid = meta.features.grid(&vit);
-        let head = head_of(path, &meta, bank, positions, grid, vit.device())?;
+        let head = head_of(path, &meta, bank, positions, groups, grid, vit.device())?;
         {
             let _guard = tch::no_grad_guard();
             for (name, mut var) in vs.variables() {
@@ -524,6 +532,7 @@ fn head_of(
     meta: &ModelMeta,
     bank: Option<Tensor>,
     positions: Option<Tensor>,
+    groups: Option<Tensor>,
     grid: i64,
     device: Device,
 ) -> Result<HeadParts> {
@@ -574,6 +583,17 @@ fn head_of(
         meta.bank_stats.clone(),
         meta.train.score_bank_precision,
     )
+    .and_then(|parts| match groups {
+        Some(g) if Some(g.size()) == parts.bank.as_ref().map(|b| vec![b.size()[0]]) => {
+            parts.with_bank_groups(&g.to_device(device), grid * grid)
+        }
+        Some(g) => bail!(
+            "memory bank groups have shape {:?}, which does not match the bank; retrain or \
+             restore the model",
+            g.size()
+        ),
+        None => Ok(parts),
+    })
     .with_context(|| format!("model {}", path.display()))
 }
 

@@ -370,3 +370,61 @@ fn format_2_file_reads_as_discriminator_head() {
     let b = current.score_images(&[image]).unwrap();
     assert_eq!(a[0].image_score, b[0].image_score);
 }
+
+#[test]
+fn whole_training_image_skips_itself() {
+    // Six training images, every patch of each in the bank.
+    let paths: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+        .unwrap()
+        .into_iter()
+        .step_by(90)
+        .take(6)
+        .collect();
+    let tcfg = TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        score_bank_share: 1.0,
+        score_bank_features: 1_000_000,
+        score_bank_radius: Some(1),
+        ..TrainConfig::default()
+    };
+    let fresh = fit(
+        common::backbone(),
+        &FeatureConfig::default(),
+        &tcfg,
+        &paths,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(fresh.head().bank.as_ref().unwrap().size()[0], 6 * 256);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("whole.funad");
+    fresh.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("head.bank_groups").unwrap().shape(), &[6 * 256]);
+    let loaded = Detector::load(&path, None, Device::Cpu).unwrap();
+    assert_eq!(loaded.head().whole_images().unwrap().patches, 256);
+
+    // A training image scored again: each patch's distance is to the other
+    // five images, so the image's largest distance is far from 0.
+    let image = funad::data::load_image(&paths[2]).unwrap();
+    for detector in [&fresh, &loaded] {
+        let input = detector.preprocess(&image).unwrap();
+        let feats = detector.features(&input.unsqueeze(0)).unwrap();
+        let d = feats.size()[3];
+        let raw = detector
+            .head()
+            .raw(detector.local_net(), &feats.reshape([-1, d]))
+            .unwrap();
+        let top = f64::try_from(raw.max()).unwrap();
+        assert!(
+            top > 1.0,
+            "a training image matched itself: largest distance {top}"
+        );
+    }
+    let a = fresh.score_images(std::slice::from_ref(&image)).unwrap();
+    let b = loaded.score_images(std::slice::from_ref(&image)).unwrap();
+    assert!((a[0].image_score - b[0].image_score).abs() < 1e-5);
+}
