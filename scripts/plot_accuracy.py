@@ -59,13 +59,20 @@ def load_reports(folder):
         report = json.loads(path.read_text())
         cfg = report["config"]
         for m in report["methods"]:
-            if "% of images" in m["method"]:
-                # Bank-share comparison rows exist at one ratio only.
-                continue
             epochs = cfg["train"]["epochs"] if m["kind"] == "funad" else None
             kind = m["kind"]
-            if kind == "funad":
+            if "100% of images" in m["method"]:
+                # Every training image in the bank, on the same random draw:
+                # the bank head without its ranking.
+                kind = "funad:bank, no ranking, same draw"
+            elif "% of images" in m["method"]:
+                # Other bank-share comparison rows exist at one ratio only.
+                continue
+            elif kind == "funad":
                 kind = f"funad:{funad_head(m, cfg)}"
+                if "Bank head" in m["method"] or kind == "funad:bank":
+                    ranking = cfg["train"].get("score_bank_ranking", "localnet")
+                    kind += f", {ranking} ranking"
             rows.append((cfg["ratio"], cfg["seed"], kind, epochs, m, report))
     if not rows:
         sys.exit(f"error: no funad eval JSON reports in {folder}")
@@ -83,7 +90,9 @@ def funad_head(method, cfg):
 
 def series_name(kind, epochs):
     if kind.startswith("funad:"):
-        return f"FUN-AD, {kind.split(':', 1)[1]} head ({epochs} epochs)"
+        head, _, extra = kind.split(":", 1)[1].partition(", ")
+        extra = f", {extra}" if extra else ""
+        return f"FUN-AD, {head} head{extra} ({epochs} epochs)"
     return LABELS.get(kind, kind)
 
 
