@@ -35,8 +35,8 @@ use crate::model::ScoreStats;
 pub enum ScoreHead {
     /// The discriminator's logit, as FUN-AD (Im et al., 2025) publishes.
     Discriminator,
-    /// L2 distance to the nearest backbone feature of the images the trained
-    /// Local-Net finds most normal.
+    /// L2 distance to the nearest backbone feature of the training images
+    /// ranked most normal (see [`BankRanking`]).
     Bank,
     /// Sum of the discriminator logit and the bank distance, each standardised
     /// by the median and robust spread of the training images' scores.
@@ -139,8 +139,8 @@ pub struct HeadParts {
     pub bank_stats: Option<ScoreStats>,
     /// The bank prepared once for the searches of every frame.
     prepared: Option<knn::PreparedBank>,
-    /// The training images that the bank holds whole, to score such an image
-    /// against the other images when it is scored again.
+    /// The training images with every patch in the bank, so that such an
+    /// image scored again is measured against the other images.
     whole: Option<WholeImages>,
 }
 
@@ -159,60 +159,100 @@ pub struct WholeImages {
     descriptors: Tensor,
     /// Training image index of each descriptor `[G]`.
     groups: Tensor,
+    /// Bank rows of each image held whole, in bank order `[G, patches]`.
+    rows: Tensor,
 }
 
-/// A frame counts as a bank image when the squared distance between their
-/// mean patch features is within this share of the frame's squared length.
-/// On the CPU, a training image extracted alone instead of in a batch
-/// differed from itself by 7e-8 (rounding); the nearest two distinct MTD
-/// training images differ by 8e-5.
-const SAME_IMAGE_TOLERANCE: f64 = 1e-5;
+/// A frame counts as a copy of a bank image when the squared distances
+/// between their patches at the same positions add up to less than this
+/// share of the frame's squared patch norms. The nearest two distinct MTD
+/// training images differ by 0.021; a training image extracted alone instead
+/// of in a batch differed from itself by about 1e-7.
+const SAME_IMAGE_TOLERANCE: f64 = 2e-3;
+
+/// Bank images, nearest by mean patch feature, that are checked as copies of
+/// a scored frame; up to this many copies are skipped.
+const COPY_CANDIDATES: i64 = 8;
 
 impl WholeImages {
     /// Finds the images of `bank_groups` `[M]` that have all `patches` of
-    /// their rows in `bank` `[M, D]`; `None` when there are none.
+    /// their rows in `bank` `[M, D]`; `None` when there are none. Fails when
+    /// a group is not a whole number from 0 to 2^24 − 1.
     pub fn find(bank: &Tensor, bank_groups: &Tensor, patches: i64) -> Result<Option<Self>> {
         let _guard = tch::no_grad_guard();
         let (m, d) = bank.size2()?;
-        if m == 0 || patches <= 0 || bank_groups.size() != [m] {
+        if bank_groups.size() != [m] {
+            bail!(
+                "the bank's image indices have shape {:?}, but the bank has {m} rows; retrain \
+                 the model or restore its file",
+                bank_groups.size()
+            );
+        }
+        if m == 0 || patches <= 0 {
             return Ok(None);
         }
-        let bank_groups = bank_groups.to_device(bank.device()).to_kind(Kind::Int64);
-        let slots = i64::try_from(bank_groups.max())? + 1;
-        let counts = bank_groups.bincount::<Tensor>(None, slots);
-        let groups = counts.eq(patches).nonzero().view([-1]);
-        if groups.size()[0] == 0 {
+        let device = bank.device();
+        let values = bank_groups.to_device(device).to_kind(Kind::Double);
+        let valid = values
+            .isfinite()
+            .logical_and(&values.ge(0.0))
+            .logical_and(&values.lt(16_777_216.0))
+            .logical_and(&values.eq_tensor(&values.round()));
+        if !bool::try_from(valid.all())? {
+            bail!(
+                "the bank's image indices hold a value that is not a whole number from 0 \
+                 to 16777215; retrain the model or restore its file"
+            );
+        }
+        let bank_groups = values.to_kind(Kind::Int64);
+
+        let (ids, inverse, counts) = bank_groups.internal_unique2(true, true, true);
+        let whole = counts.eq(patches).nonzero().view([-1]);
+        if whole.size()[0] == 0 {
             return Ok(None);
         }
-        let sums = Tensor::zeros([slots, d], (Kind::Float, bank.device())).index_add(
+
+        // Rows sorted by image, bank order kept within each image.
+        let (_, order) = inverse.sort_stable(true, 0, false);
+        let starts = counts.cumsum(0, Kind::Int64) - &counts;
+        let offsets = Tensor::arange(patches, (Kind::Int64, device));
+        let rows = order
+            .index_select(
+                0,
+                &(starts.index_select(0, &whole).unsqueeze(1) + offsets.unsqueeze(0)).view([-1]),
+            )
+            .view([-1, patches]);
+        let sums = Tensor::zeros([ids.size()[0], d], (Kind::Float, device)).index_add(
             0,
-            &bank_groups,
+            &inverse,
             &bank.to_kind(Kind::Float),
         );
-        let descriptors = sums.index_select(0, &groups) / patches as f64;
         Ok(Some(WholeImages {
             bank_groups,
             patches,
-            descriptors,
-            groups,
+            descriptors: sums.index_select(0, &whole) / patches as f64,
+            groups: ids.index_select(0, &whole),
+            rows,
         }))
     }
 
-    /// For `images` whole images of patch features `[images × patches, D]`,
-    /// the training image index that each one is a copy of, or -1.
-    fn copies(&self, features: &Tensor, images: i64) -> Result<Vec<i64>> {
-        let d = features.size()[1];
-        let means = features
-            .view([images, self.patches, d])
-            .to_kind(Kind::Float)
-            .mean_dim(1, false, None);
-        let (nearest, which) = knn::squared_distances(&means, &self.descriptors).min_dim(1, false);
-        let tolerance = means.square().sum_dim_intlist(1, false, None) * SAME_IMAGE_TOLERANCE;
-        let copy = self
-            .groups
-            .index_select(0, &which)
-            .where_self(&nearest.le_tensor(&tolerance), &Tensor::from(-1i64));
-        Ok(Vec::try_from(copy.to_device(Device::Cpu))?)
+    /// For the patch features `[patches, D]` of one frame, the training
+    /// images in `bank` that the frame is a copy of (empty for a new frame).
+    fn copies(&self, bank: &Tensor, frame: &Tensor) -> Result<Vec<i64>> {
+        let frame = frame.to_kind(Kind::Float);
+        let mean = frame.mean_dim(0, true, None);
+        let k = COPY_CANDIDATES.min(self.descriptors.size()[0]);
+        let (_, nearest) = knn::squared_distances(&mean, &self.descriptors).topk(k, 1, false, true);
+        let norm = f64::try_from(frame.square().sum(None))?;
+        let mut out = Vec::new();
+        for c in Vec::<i64>::try_from(nearest.view([-1]).to_device(Device::Cpu))? {
+            let rows = bank.index_select(0, &self.rows.get(c)).to_kind(Kind::Float);
+            let gap = f64::try_from((&frame - rows).square().sum(None))?;
+            if gap <= SAME_IMAGE_TOLERANCE * norm {
+                out.push(i64::try_from(self.groups.get(c))?);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -284,19 +324,26 @@ impl HeadParts {
                 );
             };
             let squared = bank.try_nearest_distance(x)?;
-            if let Some(whole) = &self.whole {
-                let rows = x.size()[0];
-                if rows > 0 && rows % whole.patches == 0 {
-                    let p = whole.patches;
-                    for (i, group) in whole.copies(x, rows / p)?.into_iter().enumerate() {
-                        if group < 0 {
+            if let (Some(whole), Some(rows)) = (&self.whole, &self.bank) {
+                let n = x.size()[0];
+                let p = whole.patches;
+                if n > 0 && n % p == 0 {
+                    for i in 0..n / p {
+                        let frame = x.narrow(0, i * p, p);
+                        let copies = whole.copies(rows, &frame)?;
+                        if copies.is_empty() {
                             continue;
                         }
-                        let span = x.narrow(0, i as i64 * p, p);
-                        let own = Tensor::full([p], group, (Kind::Int64, x.device()));
-                        let other =
-                            bank.try_nearest_distance_other_group(&span, &own, &whole.bank_groups)?;
-                        let mut slot = squared.narrow(0, i as i64 * p, p);
+                        // Every copy gets the frame's own group, -1, so the
+                        // search skips them all.
+                        let copies = Tensor::from_slice(&copies).to_device(x.device());
+                        let groups = whole.bank_groups.where_self(
+                            &Tensor::isin(&whole.bank_groups, &copies, false, true),
+                            &Tensor::from(-1i64).to_device(x.device()),
+                        );
+                        let own = Tensor::full([p], -1, (Kind::Int64, x.device()));
+                        let other = bank.try_nearest_distance_other_group(&frame, &own, &groups)?;
+                        let mut slot = squared.narrow(0, i * p, p);
                         slot.copy_(&other);
                     }
                 }
@@ -467,7 +514,25 @@ pub fn build(
         .try_nearest_distance_other_group(&flat, &query_groups, &groups)?
         .clamp_min(0.0)
         .sqrt();
+    // A patch with no other image's patch in reach (all bank rows near its
+    // place come from its own image) has no leave-one-image-out distance and
+    // is left out of its image's maximum; an image with no such patch at all
+    // cannot be calibrated.
+    let distance = distance.where_self(
+        &distance.isfinite(),
+        &Tensor::from(f32::NEG_INFINITY).to_device(distance.device()),
+    );
     let distance_maxima = image_max(&distance)?;
+    if let Some(image) = distance_maxima.iter().position(|m| !m.is_finite()) {
+        let images = groups.unique_consecutive(false, false, None).0.size()[0];
+        bail!(
+            "training image {image} has no patch of another image in the scoring bank within \
+             reach, so its score cannot be calibrated (bank: {} patches, from {images} of the \
+             training images); raise --score-bank-share or --score-bank-features (funadtrain: \
+             score-bank-features), or the bank radius",
+            groups.size()[0]
+        );
+    }
     let bank_stats = ScoreStats::from_scores(&distance_maxima);
     let maxima = match head {
         ScoreHead::Blend => {
@@ -615,12 +680,35 @@ mod tests {
                 Vec::<f32>::try_from(plain.clamp_min(0.0).sqrt()).unwrap()
             );
 
-            // A slightly changed copy is a new frame: its nearest patches are
-            // its original's, so every distance is small.
+            // A copy changed by far less than the gap between two images (a
+            // second decoder, sensor noise) still counts as the image.
             let near = feats.get(2) + 1e-2;
             let top = f32::try_from(parts.raw(&net, &near).unwrap().max()).unwrap();
-            assert!(top < 0.05, "{radius:?}: a near copy scored {top}");
+            assert!(
+                top > 8.0,
+                "{radius:?}: a near copy matched its original: {top}"
+            );
+
+            // A frame changed more is a new frame: its nearest patches are
+            // still its original's.
+            let changed = feats.get(2) + 0.3;
+            let top = f32::try_from(parts.raw(&net, &changed).unwrap().max()).unwrap();
+            assert!(top < 0.6, "{radius:?}: a changed frame scored {top}");
         }
+
+        // Two identical training images: a copy of them skips both.
+        let twice = Tensor::cat(&[feats.shallow_clone(), feats.narrow(0, 2, 1)], 0);
+        let opts = BankOptions {
+            image_share: 1.0,
+            max_features: 100,
+            seed: 0,
+            precision: knn::Precision::Float32,
+            radius: None,
+            ranking: BankRanking::Distance,
+        };
+        let (parts, _) = build(&net, &twice, ScoreHead::Bank, opts).unwrap();
+        let top = f32::try_from(parts.raw(&net, &feats.get(2)).unwrap().max()).unwrap();
+        assert!(top > 8.0, "a duplicated image matched its duplicate: {top}");
 
         // An image missing one patch in the bank is not whole; the others are.
         let bank = feats.view([20, 3]).narrow(0, 1, 19);
@@ -634,6 +722,39 @@ mod tests {
         );
         let none = WholeImages::find(&bank.narrow(0, 0, 3), &groups.narrow(0, 0, 3), 4).unwrap();
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn bank_of_one_image_is_an_error() {
+        let (_vs, net) = net(3);
+        tch::manual_seed(5);
+        let feats = Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu));
+        let opts = BankOptions {
+            image_share: 0.2,
+            max_features: 100,
+            seed: 0,
+            precision: knn::Precision::Float32,
+            radius: None,
+            ranking: BankRanking::Distance,
+        };
+        let err = build(&net, &feats, ScoreHead::Bank, opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cannot be calibrated"), "{err}");
+        assert!(err.contains("--score-bank-share"), "{err}");
+    }
+
+    #[test]
+    fn bad_bank_image_indices_are_errors() {
+        let bank = Tensor::zeros([4, 2], (Kind::Float, Device::Cpu));
+        for bad in [-1.0f32, f32::NAN, f32::INFINITY, 0.5, 1e9] {
+            let groups = Tensor::from_slice(&[0.0f32, 0.0, 1.0, bad]);
+            let err = WholeImages::find(&bank, &groups, 2).err();
+            assert!(err.is_some(), "{bad} accepted");
+        }
+        let short = Tensor::from_slice(&[0.0f32, 0.0, 1.0]);
+        assert!(WholeImages::find(&bank, &short, 2).is_err());
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn training_separates_defects_and_beats_its_start() {
     );
 
     // The default bank head on the same trained net: the distance to the
-    // backbone features of the 90% of training images it finds most normal.
+    // backbone features of the 90% of training images ranked most normal.
     let defaults = TrainConfig::default();
     assert_eq!(defaults.score_head, ScoreHead::Bank);
     let (parts, maxima) = head::build(

@@ -585,7 +585,7 @@ impl ObjectImpl for FunadTrain {
                 glib::ParamSpecUInt::builder("score-bank-features")
                     .nick("Scoring bank features")
                     .blurb(
-                        "Most patch features in a trained model's scoring bank, drawn at \
+                        "Largest number of patch features in a trained model's scoring bank, drawn at \
                          random from the chosen images; the model file grows by 1.5 kB a \
                          feature with the default backbone. Read at start",
                     )
