@@ -148,8 +148,8 @@ impl Default for TrainConfig {
             // On MTD at 10% (two seeds), ranking the bank's images by distance
             // instead of by the Local-Net raised image / pixel AUROC from 0.871 /
             // 0.763 to 0.896 / 0.783 at the same bank size (docs/benchmarks.md).
-            // Every patch with radius 1 reached 0.905 / 0.780 but memorises the
-            // defects it keeps, and its model files are 5 times larger.
+            // Every patch with radius 1 reached 0.905 / 0.780, but its model files
+            // are 5 times larger and it assumes a fixed camera.
             score_bank_features: 40_000,
             score_bank_precision: Precision::Float32,
             score_bank_radius: None,
