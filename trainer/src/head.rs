@@ -99,7 +99,7 @@ pub fn bank_of_lowest(
     let mut positions = Tensor::arange(p, (Kind::Int64, features.device())).repeat([keep as i64]);
     let rows = bank.size()[0];
     // A cap above the kept images' patch count puts each kept image in the
-    // bank whole; HeadParts::with_bank_groups keeps such an image from
+    // bank whole. HeadParts::with_bank_groups keeps such an image from
     // matching itself when it is scored again.
     if rows > max_features as i64 {
         let mut idx: Vec<i64> = (0..rows).collect();
@@ -163,11 +163,11 @@ pub struct WholeImages {
     rows: Tensor,
 }
 
-/// A frame counts as a copy of a bank image when the squared distances
-/// between their patches at the same positions add up to less than this
-/// share of the frame's squared patch norms. The nearest two distinct MTD
-/// training images differ by 0.021; a training image extracted alone instead
-/// of in a batch differed from itself by about 1e-7.
+/// Largest share of a frame's squared patch norms that the squared distances
+/// to a bank image's patches at the same positions may add up to for the
+/// frame to count as a copy. The nearest two distinct MTD training images
+/// differ by 0.021. A training image extracted alone instead of in a batch
+/// differed from itself by about 1e-7.
 const SAME_IMAGE_TOLERANCE: f64 = 2e-3;
 
 /// Bank images, nearest by mean patch feature, that are checked as copies of
@@ -175,9 +175,9 @@ const SAME_IMAGE_TOLERANCE: f64 = 2e-3;
 const COPY_CANDIDATES: i64 = 8;
 
 impl WholeImages {
-    /// Finds the images of `bank_groups` `[M]` that have all `patches` of
-    /// their rows in `bank` `[M, D]`; `None` when there are none. Fails when
-    /// a group is not a whole number from 0 to 2^24 − 1.
+    /// Finds the images of `bank_groups` `[M]` with all `patches` of their
+    /// rows in `bank` `[M, D]`, or `None` when there are none. Fails when a
+    /// group is not a whole number from 0 to 2^24 − 1.
     pub fn find(bank: &Tensor, bank_groups: &Tensor, patches: i64) -> Result<Option<Self>> {
         let _guard = tch::no_grad_guard();
         let (m, d) = bank.size2()?;
@@ -236,8 +236,46 @@ impl WholeImages {
         }))
     }
 
-    /// For the patch features `[patches, D]` of one frame, the training
-    /// images in `bank` that the frame is a copy of (empty for a new frame).
+    /// Overwrites the squared distances `[n]` of each whole frame in
+    /// `features` `[n, D]` that copies bank images with its distances to the
+    /// other images. `bank` is `prepared`'s matrix in its original order.
+    fn search_copies_elsewhere(
+        &self,
+        prepared: &knn::PreparedBank,
+        bank: &Tensor,
+        features: &Tensor,
+        squared: &Tensor,
+    ) -> Result<()> {
+        let n = features.size()[0];
+        let p = self.patches;
+        if n == 0 || n % p != 0 {
+            return Ok(());
+        }
+        let device = features.device();
+        for i in 0..n / p {
+            let frame = features.narrow(0, i * p, p);
+            let copies = self.copies(bank, &frame)?;
+            if copies.is_empty() {
+                continue;
+            }
+
+            // Every copy gets the frame's own group, -1, so the search skips
+            // them all.
+            let copies = Tensor::from_slice(&copies).to_device(device);
+            let groups = self.bank_groups.where_self(
+                &Tensor::isin(&self.bank_groups, &copies, false, true),
+                &Tensor::from(-1i64).to_device(device),
+            );
+            let own = Tensor::full([p], -1, (Kind::Int64, device));
+            let other = prepared.try_nearest_distance_other_group(&frame, &own, &groups)?;
+            let mut slot = squared.narrow(0, i * p, p);
+            slot.copy_(&other);
+        }
+        Ok(())
+    }
+
+    /// Returns the training images in `bank` that one frame's patch features
+    /// `[patches, D]` copy (empty for a new frame).
     fn copies(&self, bank: &Tensor, frame: &Tensor) -> Result<Vec<i64>> {
         let frame = frame.to_kind(Kind::Float);
         let mean = frame.mean_dim(0, true, None);
@@ -325,28 +363,7 @@ impl HeadParts {
             };
             let squared = bank.try_nearest_distance(x)?;
             if let (Some(whole), Some(rows)) = (&self.whole, &self.bank) {
-                let n = x.size()[0];
-                let p = whole.patches;
-                if n > 0 && n % p == 0 {
-                    for i in 0..n / p {
-                        let frame = x.narrow(0, i * p, p);
-                        let copies = whole.copies(rows, &frame)?;
-                        if copies.is_empty() {
-                            continue;
-                        }
-                        // Every copy gets the frame's own group, -1, so the
-                        // search skips them all.
-                        let copies = Tensor::from_slice(&copies).to_device(x.device());
-                        let groups = whole.bank_groups.where_self(
-                            &Tensor::isin(&whole.bank_groups, &copies, false, true),
-                            &Tensor::from(-1i64).to_device(x.device()),
-                        );
-                        let own = Tensor::full([p], -1, (Kind::Int64, x.device()));
-                        let other = bank.try_nearest_distance_other_group(&frame, &own, &groups)?;
-                        let mut slot = squared.narrow(0, i * p, p);
-                        slot.copy_(&other);
-                    }
-                }
+                whole.search_copies_elsewhere(bank, rows, x, &squared)?;
             }
             Ok(squared.clamp_min(0.0).sqrt())
         };
@@ -514,10 +531,9 @@ pub fn build(
         .try_nearest_distance_other_group(&flat, &query_groups, &groups)?
         .clamp_min(0.0)
         .sqrt();
-    // A patch with no other image's patch in reach (all bank rows near its
-    // place come from its own image) has no leave-one-image-out distance and
-    // is left out of its image's maximum; an image with no such patch at all
-    // cannot be calibrated.
+    // A patch whose reachable bank rows all come from its own image has no
+    // leave-one-image-out distance, so it is left out of its image's maximum.
+    // An image with no measurable patch at all cannot be calibrated.
     let distance = distance.where_self(
         &distance.isfinite(),
         &Tensor::from(f32::NEG_INFINITY).to_device(distance.device()),
@@ -558,6 +574,18 @@ mod tests {
         let mut net = LocalNet::new(&vs.root(), d);
         net.init_adaptor_identity();
         (vs, net)
+    }
+
+    /// Returns bank options with the distance ranking and float32 search.
+    fn distance_ranked(image_share: f64, max_features: usize, radius: Option<i64>) -> BankOptions {
+        BankOptions {
+            image_share,
+            max_features,
+            seed: 0,
+            precision: knn::Precision::Float32,
+            radius,
+            ranking: BankRanking::Distance,
+        }
     }
 
     #[test]
@@ -614,14 +642,7 @@ mod tests {
         let feats =
             Tensor::from_slice(&[0.0f32, 0.0, 0.1, 0.0, 0.0, 0.1, 5.0, 5.0]).view([4, 1, 2]);
         for radius in [None, Some(0)] {
-            let opts = BankOptions {
-                image_share: 0.75,
-                max_features: 10,
-                seed: 0,
-                precision: knn::Precision::Float32,
-                radius,
-                ranking: BankRanking::Distance,
-            };
+            let opts = distance_ranked(0.75, 10, radius);
             let (parts, maxima) = build(&net, &feats, ScoreHead::Bank, opts).unwrap();
             let bank: Vec<f32> = Vec::try_from(parts.bank.as_ref().unwrap().flatten(0, 1)).unwrap();
             assert_eq!(bank.len(), 6, "{radius:?}: three images kept");
@@ -639,14 +660,7 @@ mod tests {
         let feats = Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu));
         let _ = feats.get(2).get(3).fill_(9.0);
         for radius in [None, Some(1)] {
-            let opts = BankOptions {
-                image_share: 1.0,
-                max_features: 100,
-                seed: 0,
-                precision: knn::Precision::Float32,
-                radius,
-                ranking: BankRanking::Distance,
-            };
+            let opts = distance_ranked(1.0, 100, radius);
             let (parts, maxima) = build(&net, &feats, ScoreHead::Bank, opts).unwrap();
             let whole = parts
                 .whole_images()
@@ -698,14 +712,7 @@ mod tests {
 
         // Two identical training images: a copy of them skips both.
         let twice = Tensor::cat(&[feats.shallow_clone(), feats.narrow(0, 2, 1)], 0);
-        let opts = BankOptions {
-            image_share: 1.0,
-            max_features: 100,
-            seed: 0,
-            precision: knn::Precision::Float32,
-            radius: None,
-            ranking: BankRanking::Distance,
-        };
+        let opts = distance_ranked(1.0, 100, None);
         let (parts, _) = build(&net, &twice, ScoreHead::Bank, opts).unwrap();
         let top = f32::try_from(parts.raw(&net, &feats.get(2)).unwrap().max()).unwrap();
         assert!(top > 8.0, "a duplicated image matched its duplicate: {top}");
@@ -729,14 +736,7 @@ mod tests {
         let (_vs, net) = net(3);
         tch::manual_seed(5);
         let feats = Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu));
-        let opts = BankOptions {
-            image_share: 0.2,
-            max_features: 100,
-            seed: 0,
-            precision: knn::Precision::Float32,
-            radius: None,
-            ranking: BankRanking::Distance,
-        };
+        let opts = distance_ranked(0.2, 100, None);
         let err = build(&net, &feats, ScoreHead::Bank, opts)
             .err()
             .unwrap()

@@ -51,3 +51,19 @@ pub fn select_device(name: &str) -> anyhow::Result<tch::Device> {
         other => anyhow::bail!("device `{other}` is invalid: use auto, cpu or cuda"),
     }
 }
+
+/// Runs `work` and returns its result, or the first line of its panic
+/// message as "libtorch failed: ...". libtorch reports some failures (bad
+/// tensor values, for example) by panicking, and the caller's thread should
+/// survive them.
+pub fn catch_torch_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        let first_line = message.lines().next().unwrap_or(message);
+        format!("libtorch failed: {first_line}")
+    })
+}

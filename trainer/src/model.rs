@@ -399,31 +399,21 @@ impl Detector {
         Self::with_backbone(path, meta, tensors, vit)
     }
 
-    /// Builds the detector. libtorch panics on some bad tensor values, as in a
-    /// damaged file whose checksum was recomputed. Here that panic becomes an
-    /// error, and the caller's thread survives it.
+    /// Builds the detector. A libtorch panic on bad tensor values (a damaged
+    /// file whose checksum was recomputed) becomes an error.
     fn with_backbone(
         path: &Path,
         meta: ModelMeta,
         tensors: Vec<(String, Tensor)>,
         vit: Arc<Backbone>,
     ) -> Result<Self> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::with_backbone_inner(path, meta, tensors, vit)
-        }))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown cause");
-            bail!(
-                "model {}: libtorch failed on its tensors ({}); retrain the model or restore \
-                 its file",
-                path.display(),
-                why.lines().next().unwrap_or(why)
-            )
-        })
+        crate::catch_torch_panic(|| Self::with_backbone_inner(path, meta, tensors, vit))
+            .unwrap_or_else(|failure| {
+                bail!(
+                    "model {}: {failure}; retrain the model or restore its file",
+                    path.display()
+                )
+            })
     }
 
     fn with_backbone_inner(

@@ -353,22 +353,10 @@ pub fn trainer_loop(shared: Arc<Shared>) {
         drop(element);
         shared.training.store(true, Ordering::SeqCst);
         shared.counters.since_training.store(0, Ordering::SeqCst);
-        // libtorch reports some failures by panicking; one training's panic
-        // becomes its failure, and the loop goes on to the next trigger.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_training(&shared, trigger, &mut vit)
-        }))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown cause");
-            Err(anyhow::anyhow!(
-                "libtorch failed: {}",
-                why.lines().next().unwrap_or(why)
-            ))
-        });
+        // A libtorch panic fails this training only, so the loop goes on to
+        // the next trigger.
+        let outcome = funad::catch_torch_panic(|| run_training(&shared, trigger, &mut vit))
+            .unwrap_or_else(|failure| Err(anyhow::anyhow!(failure)));
         shared.training.store(false, Ordering::SeqCst);
         if let Err(err) = outcome {
             if err.is::<Cancelled>() || shared.stop.load(Ordering::SeqCst) {
