@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/plot_accuracy.py REPORT_DIR OUT_DIR
 
-Reads every *.json report in REPORT_DIR, groups the methods by kind and
+Reads every *.json and *.json.gz report in REPORT_DIR, groups the methods by kind and
 contamination ratio, and writes to OUT_DIR:
 
 - auroc_vs_ratio.png: image AUROC, pixel AUROC and AUPRO against the ratio,
@@ -19,6 +19,7 @@ Needs matplotlib (scripts/setup.sh installs a pinned version into .venv).
 """
 
 import collections
+import gzip
 import json
 import math
 import pathlib
@@ -38,6 +39,7 @@ METRICS = [
 LABELS = {
     "knn": "kNN, 40k random patches",
     "patchcore": "PatchCore-style coreset",
+    "patchcore, reweighted": "PatchCore-style coreset, reweighted image score",
     "softpatch": "SoftPatch-style LOF + coreset",
     "funad": "FUN-AD",
 }
@@ -55,13 +57,19 @@ PAPER_AT_10PCT = {
 def load_reports(folder):
     """Return (ratio, seed, method kind, epochs, method result, report) rows."""
     rows = []
-    for path in sorted(pathlib.Path(folder).glob("*.json")):
-        report = json.loads(path.read_text())
+    folder = pathlib.Path(folder)
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")]):
+        if path.suffix == ".gz":
+            report = json.loads(gzip.decompress(path.read_bytes()))
+        else:
+            report = json.loads(path.read_text())
         cfg = report["config"]
         for m in report["methods"]:
             epochs = cfg["train"]["epochs"] if m["kind"] == "funad" else None
             kind = m["kind"]
-            if "100% of images" in m["method"]:
+            if kind == "patchcore" and "reweighted" in m["method"]:
+                kind = "patchcore, reweighted"
+            elif "100% of images" in m["method"]:
                 # Every training image in the bank, on the same random draw:
                 # the bank head without its ranking.
                 kind = "funad:bank, no ranking, same draw"

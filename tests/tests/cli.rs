@@ -231,7 +231,11 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
         .iter()
         .map(|m| m["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["knn", "patchcore", "softpatch", "funad"]);
+    // PatchCore gives two rows: the plain maximum and the reweighted score.
+    assert_eq!(
+        kinds,
+        ["knn", "patchcore", "patchcore", "softpatch", "funad"]
+    );
     for m in methods {
         for key in [
             "image_auroc",
@@ -248,6 +252,34 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     }
     // 1% of 33 × 256 training patch features: a coreset of 84.
     assert_eq!(methods[1]["bank_size"], 84);
+    // Reweighting scales each image's largest distance by a weight in (0, 1]
+    // and leaves the maps, and so the pixel metrics, alone.
+    let (plain, reweighted) = (&methods[1], &methods[2]);
+    assert!(
+        reweighted["method"]
+            .as_str()
+            .unwrap()
+            .ends_with("reweighted (9 neighbours)"),
+        "{}",
+        reweighted["method"]
+    );
+    assert_eq!(plain["pixel_auroc"], reweighted["pixel_auroc"]);
+    assert_eq!(plain["aupro"], reweighted["aupro"]);
+    let scores = |m: &serde_json::Value| -> Vec<f64> {
+        m["image_scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for (p, w) in scores(plain).iter().zip(scores(reweighted)) {
+        assert!(w > 0.0, "reweighted score {w} of plain {p}");
+        assert!(
+            w <= p * (1.0 + 1e-4),
+            "reweighted score {w} above plain {p}"
+        );
+    }
     // Ratio 0 moves nothing, so both overlap settings score the same images.
     let clean = root.join("clean.json");
     let out = run(funad()

@@ -66,6 +66,9 @@ pub struct BaselineConfig {
     pub softpatch_discard: f64,
     /// Training images searched for each test image by [`Method::Retrieval`].
     pub retrieval_images: i64,
+    /// Bank neighbours of PatchCore's image-score reweighting; [`Method::Patchcore`]
+    /// adds a reweighted row when this is above 0.
+    pub reweight_neighbours: i64,
 }
 
 impl Default for BaselineConfig {
@@ -78,6 +81,7 @@ impl Default for BaselineConfig {
             lof_neighbours: 6,
             softpatch_discard: 0.15,
             retrieval_images: 50,
+            reweight_neighbours: 9,
         }
     }
 }
@@ -119,6 +123,12 @@ impl BaselineConfig {
             bail!(
                 "retrieval images {} is invalid: use at least 1 training image, such as 50",
                 self.retrieval_images
+            );
+        }
+        if self.reweight_neighbours < 0 {
+            bail!(
+                "reweighting neighbours {} is invalid: use 0 (no reweighted row) or more, such as 9",
+                self.reweight_neighbours
             );
         }
         Ok(())
@@ -620,20 +630,115 @@ fn distance_method(
     fit_seconds: f64,
     squared: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<MethodResult> {
+    let (test_maps, moved_maps) = distance_maps(prepared, squared)?;
+    maps_result(prepared, kind, name, fit_seconds, &test_maps, &moved_maps)
+}
+
+/// Distance grids `[n, g, g]` of the test and the moved images.
+fn distance_maps(
+    prepared: &Prepared,
+    squared: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let g = prepared.grid;
     let grids = |feats: &Tensor| -> Result<Tensor> {
         let n = feats.size()[0];
         Ok(squared(feats)?.sqrt().view([n, g, g]))
     };
-    let test_maps = grids(&prepared.test_feats)?;
-    let moved_maps = grids(&prepared.moved_feats())?;
+    Ok((
+        grids(&prepared.test_feats)?,
+        grids(&prepared.moved_feats())?,
+    ))
+}
+
+/// Builds a method's result from its grids of the test and the moved images.
+fn maps_result(
+    prepared: &Prepared,
+    kind: Method,
+    name: String,
+    fit_seconds: f64,
+    test_maps: &Tensor,
+    moved_maps: &Tensor,
+) -> Result<MethodResult> {
     let mut r = result(
         name,
         kind,
-        prepared.metrics(&test_maps, &moved_maps)?,
+        prepared.metrics(test_maps, moved_maps)?,
         fit_seconds,
     );
-    r.examples = prepared.examples(&test_maps, &r.image_scores)?;
+    r.examples = prepared.examples(test_maps, &r.image_scores)?;
+    Ok(r)
+}
+
+/// Flat index `[n]` of each image's highest-scoring patch among the patches
+/// that show the image, from score grids `[n, g, g]`.
+fn peak_patches(maps: &Tensor, sizes: &[(i64, i64)], features: &FeatureConfig) -> Result<Tensor> {
+    let maps = maps.to_device(Device::Cpu).to_kind(Kind::Float);
+    let g = maps.size()[1];
+    let mut peaks = Vec::with_capacity(sizes.len());
+    for (i, &(w, h)) in sizes.iter().enumerate() {
+        let content = features.content(g, w, h);
+        let crop = content.crop(&maps.get(i as i64));
+        let k = i64::try_from(crop.flatten(0, 1).argmax(0, false))?;
+        peaks.push((content.top + k / content.cols) * g + content.left + k % content.cols);
+    }
+    Ok(Tensor::from_slice(&peaks))
+}
+
+/// Returns `plain`, a PatchCore-style result, with PatchCore's reweighted image
+/// scores ([`baselines::reweighted_image_scores`]). The maps, and with them
+/// every pixel metric, stay those of `plain`.
+fn reweighted_result(
+    prepared: &Prepared,
+    plain: &MethodResult,
+    (test_maps, moved_maps): (&Tensor, &Tensor),
+    bank: &Tensor,
+    neighbours: i64,
+) -> Result<MethodResult> {
+    let peak_scores = |feats: &Tensor, maps: &Tensor, sizes: &[(i64, i64)]| -> Result<Vec<f32>> {
+        let (n, _, d) = feats.size3()?;
+        let peaks = peak_patches(maps, sizes, &prepared.features)?.to_device(feats.device());
+        let queries = feats
+            .gather(1, &peaks.view([n, 1, 1]).expand([n, 1, d], false), false)
+            .view([n, d]);
+        Ok(Vec::try_from(baselines::reweighted_image_scores(
+            &queries, bank, neighbours,
+        )?)?)
+    };
+
+    let test_sizes = &prepared.truth.sizes;
+    let test = peak_scores(&prepared.test_feats, test_maps, test_sizes)?;
+    let moved = peak_scores(
+        &prepared.moved_feats(),
+        moved_maps,
+        &prepared.overlap_truth.sizes[test_sizes.len()..],
+    )?;
+
+    let mut r = plain.clone();
+    r.method = format!("{}, reweighted ({neighbours} neighbours)", plain.method);
+    r.image_auroc = auroc(&test, &prepared.truth.labels).unwrap_or(f64::NAN);
+    let all: Vec<f32> = test.iter().chain(&moved).copied().collect();
+    r.overlap_image_auroc = auroc(&all, &prepared.overlap_truth.labels).unwrap_or(f64::NAN);
+
+    // Per defect type, only the image AUROC changes.
+    r.by_defect = plain
+        .by_defect
+        .iter()
+        .map(|m| {
+            let truth = &prepared.truth;
+            let keep: Vec<usize> = (0..truth.defects.len())
+                .filter(|&i| truth.defects[i] == "good" || truth.defects[i] == m.defect)
+                .collect();
+            let scores: Vec<f32> = keep.iter().map(|&i| test[i]).collect();
+            let labels: Vec<bool> = keep.iter().map(|&i| truth.labels[i]).collect();
+            DefectMetrics {
+                image_auroc: auroc(&scores, &labels).unwrap_or(f64::NAN),
+                ..m.clone()
+            }
+        })
+        .collect();
+
+    r.examples = prepared.examples(test_maps, &test)?;
+    r.image_scores = test;
     Ok(r)
 }
 
@@ -655,7 +760,7 @@ fn coreset_of(features: &Tensor, cfg: &EvalConfig) -> Result<Tensor> {
     baselines::coreset_bank(features, count, cfg.baselines.projection_dim, cfg.seed)
 }
 
-fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<MethodResult> {
+fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<Vec<MethodResult>> {
     let started = Instant::now();
     let d = prepared.train_feats.size()[2];
     let b = &cfg.baselines;
@@ -663,9 +768,9 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
         let k = b.retrieval_images;
         let name = format!("SPADE-style retrieval ({k} nearest images, all their patches)");
         let bank = &prepared.train_feats;
-        return distance_method(prepared, kind, name, 0.0, |feats| {
+        return Ok(vec![distance_method(prepared, kind, name, 0.0, |feats| {
             knn::nearest_distance_in_similar_images(feats, bank, k)
-        });
+        })?]);
     }
     let (bank, name) = match kind {
         Method::Knn => {
@@ -675,7 +780,8 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
                     "one-class nearest neighbour ({} random patches)",
                     bank.size()[0]
                 );
-                return bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64());
+                let r = bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64())?;
+                return Ok(vec![r]);
             };
             let name = format!(
                 "one-class nearest neighbour ({} random patches, radius {radius})",
@@ -696,12 +802,32 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
                     .view([n, p]))
             })?;
             r.bank_size = Some(bank.size()[0]);
-            return Ok(r);
+            return Ok(vec![r]);
         }
         Method::Patchcore => {
             let bank = coreset_of(&prepared.train_feats.view([-1, d]), cfg)?;
             let name = format!("PatchCore-style coreset ({:.0}%)", b.coreset_ratio * 100.0);
-            (bank, name)
+            let fit_seconds = started.elapsed().as_secs_f64();
+            let (test_maps, moved_maps) = distance_maps(prepared, |feats| {
+                let (n, p, d) = feats.size3()?;
+                Ok(knn::nearest_distance(&feats.view([n * p, d]), &bank).view([n, p]))
+            })?;
+            let mut plain =
+                maps_result(prepared, kind, name, fit_seconds, &test_maps, &moved_maps)?;
+            plain.bank_size = Some(bank.size()[0]);
+            if b.reweight_neighbours == 0 {
+                return Ok(vec![plain]);
+            }
+            // A tiny training set can give a coreset smaller than the neighbourhood.
+            let neighbours = b.reweight_neighbours.min(bank.size()[0]);
+            let reweighted = reweighted_result(
+                prepared,
+                &plain,
+                (&test_maps, &moved_maps),
+                &bank,
+                neighbours,
+            )?;
+            return Ok(vec![plain, reweighted]);
         }
         Method::Softpatch => {
             let keep = baselines::softpatch_keep_mask(
@@ -724,7 +850,13 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<M
         }
         Method::Funad | Method::Retrieval => unreachable!("handled elsewhere"),
     };
-    bank_method(prepared, kind, name, &bank, started.elapsed().as_secs_f64())
+    Ok(vec![bank_method(
+        prepared,
+        kind,
+        name,
+        &bank,
+        started.elapsed().as_secs_f64(),
+    )?])
 }
 
 fn run_funad(
@@ -1043,11 +1175,8 @@ pub fn evaluate(
 
     let mut methods = Vec::new();
     for &kind in &cfg.methods {
-        let r = match kind {
-            Method::Funad => {
-                methods.extend(run_funad(&prepared, vit.clone(), cfg, on_event)?);
-                continue;
-            }
+        let rows = match kind {
+            Method::Funad => run_funad(&prepared, vit.clone(), cfg, on_event)?,
             _ => {
                 on_event(EvalEvent::Stage(match kind {
                     Method::Knn => "one-class nearest-neighbour baseline",
@@ -1058,7 +1187,7 @@ pub fn evaluate(
                 run_baseline(&prepared, cfg, kind)?
             }
         };
-        methods.push(r);
+        methods.extend(rows);
     }
 
     let split = &prepared.split;
@@ -1229,9 +1358,39 @@ mod tests {
                 projection_dim: -1,
                 ..Default::default()
             },
+            BaselineConfig {
+                reweight_neighbours: -1,
+                ..Default::default()
+            },
         ];
         for b in bad {
             assert!(b.validate().is_err(), "{b:?}");
         }
+    }
+
+    #[test]
+    fn peak_patches_stay_inside_the_image() {
+        // Two 4×4 grids. Stretched, the peak of the first is its corner
+        // (row 0, column 3), index 3. Letterboxed, a 200×100 image covers
+        // rows 1–2 only, so the corner is off the image and the peak is the
+        // highest of those rows: row 2, column 0, index 8.
+        let mut values = vec![0.0f32; 32];
+        values[3] = 9.0;
+        values[8] = 5.0;
+        values[4] = 1.0;
+        values[16 + 13] = 7.0;
+        let maps = Tensor::from_slice(&values).view([2, 4, 4]);
+        let sizes = [(200, 100), (100, 100)];
+        let stretch = FeatureConfig::default();
+        let peaks: Vec<i64> =
+            Vec::try_from(peak_patches(&maps, &sizes, &stretch).unwrap()).unwrap();
+        assert_eq!(peaks, vec![3, 13]);
+        let letterbox = FeatureConfig {
+            resize: crate::features::Resize::Letterbox,
+            ..FeatureConfig::default()
+        };
+        let peaks: Vec<i64> =
+            Vec::try_from(peak_patches(&maps, &sizes, &letterbox).unwrap()).unwrap();
+        assert_eq!(peaks, vec![8, 13]);
     }
 }

@@ -321,6 +321,10 @@ struct EvalArgs {
     /// test image: those whose mean patch feature is nearest to its own.
     #[arg(long, default_value_t = BaselineConfig::default().retrieval_images)]
     retrieval_images: i64,
+    /// Bank neighbours of PatchCore's image-score reweighting, reported as a
+    /// second PatchCore-style row (0 = no such row).
+    #[arg(long, default_value_t = BaselineConfig::default().reweight_neighbours)]
+    reweight_neighbours: i64,
     /// Measure FUN-AD on the test set after every epoch, to compare the
     /// label-free last epoch with the best epoch an oracle would pick.
     #[arg(long)]
@@ -530,6 +534,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             lof_neighbours: args.lof_neighbours,
             softpatch_discard: args.softpatch_discard,
             retrieval_images: args.retrieval_images,
+            reweight_neighbours: args.reweight_neighbours,
         },
         every_epoch: args.every_epoch,
         compare_heads: args.compare_heads,
