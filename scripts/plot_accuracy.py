@@ -58,11 +58,19 @@ def load_reports(folder):
     """Return (ratio, seed, method kind, epochs, method result, report) rows."""
     rows = []
     folder = pathlib.Path(folder)
-    for path in sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")]):
-        if path.suffix == ".gz":
-            report = json.loads(gzip.decompress(path.read_bytes()))
-        else:
-            report = json.loads(path.read_text())
+    paths = sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")])
+    names = {p.name for p in paths}
+    for path in paths:
+        if path.name + ".gz" in names:
+            sys.exit(f"error: {path} and {path}.gz are one run twice; remove one of them")
+    for path in paths:
+        try:
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                data = gzip.decompress(data)
+            report = json.loads(data)
+        except (OSError, EOFError, ValueError) as e:
+            sys.exit(f"error: cannot read the report {path} ({e}); remove or rewrite it")
         cfg = report["config"]
         for m in report["methods"]:
             epochs = cfg["train"]["epochs"] if m["kind"] == "funad" else None

@@ -252,8 +252,9 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     }
     // 1% of 33 × 256 training patch features: a coreset of 84.
     assert_eq!(methods[1]["bank_size"], 84);
-    // Reweighting scales each image's largest distance by a weight in (0, 1]
-    // and leaves the maps, and so the pixel metrics, alone.
+    // Reweighting scales each image's largest distance by a weight from
+    // 1 − 1/9 to 1 (9 neighbours) and leaves the maps, and so the pixel
+    // metrics, alone.
     let (plain, reweighted) = (&methods[1], &methods[2]);
     assert!(
         reweighted["method"]
@@ -274,11 +275,11 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
             .collect()
     };
     for (p, w) in scores(plain).iter().zip(scores(reweighted)) {
-        assert!(w > 0.0, "reweighted score {w} of plain {p}");
         assert!(
-            w <= p * (1.0 + 1e-4),
-            "reweighted score {w} above plain {p}"
+            w >= p * (1.0 - 1.0 / 9.0) * 0.999,
+            "reweighted score {w} of plain {p}"
         );
+        assert!(w <= *p, "reweighted score {w} above plain {p}");
     }
     // Ratio 0 moves nothing, so both overlap settings score the same images.
     let clean = root.join("clean.json");
@@ -387,6 +388,23 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("coreset ratio 0 is invalid"),
+        "{}",
+        stderr(&out)
+    );
+    // One reweighting neighbour is m* alone and would zero every score.
+    let out = run(funad()
+        .args([
+            "eval",
+            "--methods",
+            "patchcore",
+            "--reweight-neighbours",
+            "1",
+            "--data",
+        ])
+        .arg(root));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("reweighting neighbours 1 is invalid"),
         "{}",
         stderr(&out)
     );

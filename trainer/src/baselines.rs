@@ -123,26 +123,32 @@ pub fn coreset_bank(
     Ok(features.index_select(0, &Tensor::from_slice(&rows).to_device(features.device())))
 }
 
-/// Computes PatchCore's reweighted image scores (Roth et al., 2022).
+/// Computes the weights of PatchCore's image-score reweighting (Roth et
+/// al., 2022).
 ///
 /// Each row of `queries` `[n, d]` is one image's patch with the largest
-/// distance s* to `bank` `[m, d]`, and m* is its nearest bank row. The score
-/// is w · s*, with w = 1 − exp(s*) / Σ exp(‖q − m‖) over the `neighbours` bank
-/// rows nearest to m*, m* included. In a dense part of the bank w falls
-/// towards 1 − 1/`neighbours`. For a rare normal feature, far from the rest
-/// of the bank, w approaches 1. Returns `[n]`.
-pub fn reweighted_image_scores(queries: &Tensor, bank: &Tensor, neighbours: i64) -> Result<Tensor> {
+/// distance s* to `bank` `[m, d]`, and m* is its nearest bank row. The image
+/// score is w · s*, with w = 1 − exp(s*) / Σ exp(‖q − m‖) over the
+/// `neighbours` bank rows nearest to m*, m* included. In a dense part of the
+/// bank w falls towards 1 − 1/`neighbours`. For a rare normal feature, far
+/// from the rest of the bank, w approaches 1. Returns w `[n]` in float64,
+/// because w differs from 1 by less than float32 resolves once the other
+/// neighbours are about 17 units farther from q than m* is.
+pub fn reweighting_weights(queries: &Tensor, bank: &Tensor, neighbours: i64) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
     let (m, d) = bank.size2()?;
     let (_, dq) = queries.size2()?;
     if dq != d {
         bail!("reweighting queries have {dq} values a patch, the bank {d}: use features of one backbone");
     }
-    if neighbours < 1 || neighbours > m {
-        bail!("PatchCore reweighting neighbour count {neighbours} is invalid: use 1 to {m}, the bank size");
+    if neighbours < 2 || neighbours > m {
+        bail!(
+            "PatchCore reweighting neighbour count {neighbours} is invalid: use 2 to {m}, the bank \
+             size (with 1, m* alone, every weight is 0)"
+        );
     }
-    let queries = queries.to_kind(Kind::Float);
-    let bank = bank.to_kind(Kind::Float);
+    let queries = queries.to_kind(Kind::Double);
+    let bank = bank.to_kind(Kind::Double);
     let to_bank = Tensor::cdist(&queries, &bank, 2.0, None::<i64>);
     let (s_star, nearest) = to_bank.min_dim(1, false);
     let centres = bank.index_select(0, &nearest);
@@ -151,8 +157,7 @@ pub fn reweighted_image_scores(queries: &Tensor, bank: &Tensor, neighbours: i64)
     let excess = to_bank.gather(1, &hood, false) - s_star.unsqueeze(1);
     // exp(s*) / Σ exp(d) = 1 / Σ exp(d − s*), taken through logsumexp so that
     // large distances do not overflow.
-    let weight = 1.0 - (-excess.logsumexp([1].as_slice(), false)).exp();
-    Ok(s_star * weight)
+    Ok(1.0 - (-excess.logsumexp([1].as_slice(), false)).exp())
 }
 
 /// Local outlier factor (Breunig et al., 2000) of every point within each group
@@ -312,23 +317,31 @@ mod tests {
     fn reweighting_known_values() {
         // Bank 0, 1, 3, 10 with 2 neighbours (m* and its nearest other row).
         // Query 0.4: m* = 0, neighbourhood {0, 1} at 0.4 and 0.6 from the
-        // query, w = 1 − 1/(1 + e^0.2), score 0.4 · w = 0.219934.
-        // Query 9: m* = 10, neighbourhood {10, 3} at 1 and 6, w = 1 − 1/(1 + e^5),
-        // score 0.993307: the rare match keeps almost its whole distance.
+        // query, so w = 1 − 1/(1 + e^0.2) = 0.549834.
+        // Query 9: m* = 10, neighbourhood {10, 3} at 1 and 6, so
+        // w = 1 − 1/(1 + e^5) = 0.993307: the rare match keeps almost its whole distance.
         let bank = column(&[0.0, 1.0, 3.0, 10.0]);
         let queries = column(&[0.4, 9.0]);
-        let got: Vec<f32> =
-            Vec::try_from(reweighted_image_scores(&queries, &bank, 2).unwrap()).unwrap();
-        let dense = 0.4 * (1.0 - 1.0 / (1.0 + 0.2f64.exp()));
+        let got: Vec<f64> =
+            Vec::try_from(reweighting_weights(&queries, &bank, 2).unwrap()).unwrap();
+        let dense = 1.0 - 1.0 / (1.0 + 0.2f64.exp());
         let rare = 1.0 - 1.0 / (1.0 + 5.0f64.exp());
-        assert!((got[0] as f64 - dense).abs() < 1e-5, "{got:?}");
-        assert!((got[1] as f64 - rare).abs() < 1e-5, "{got:?}");
-        // One neighbour is m* alone: w = 0 for every query.
-        let none: Vec<f32> =
-            Vec::try_from(reweighted_image_scores(&queries, &bank, 1).unwrap()).unwrap();
-        assert!(none.iter().all(|v| v.abs() < 1e-6), "{none:?}");
-        assert!(reweighted_image_scores(&queries, &bank, 0).is_err());
-        assert!(reweighted_image_scores(&queries, &bank, 5).is_err());
-        assert!(reweighted_image_scores(&column(&[0.0, 1.0]).view([1, 2]), &bank, 2).is_err());
+        assert!((got[0] - dense).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - rare).abs() < 1e-6, "{got:?}");
+        // Three neighbours: query 0.4 adds row 3 at 2.6, w = 1 − 1/(1 + e^0.2 + e^2.2).
+        let three: Vec<f64> =
+            Vec::try_from(reweighting_weights(&queries, &bank, 3).unwrap()).unwrap();
+        let want = 1.0 - 1.0 / (1.0 + 0.2f64.exp() + 2.2f64.exp());
+        assert!((three[0] - want).abs() < 1e-6, "{three:?}");
+    }
+
+    #[test]
+    fn reweighting_rejects_bad_input() {
+        let bank = column(&[0.0, 1.0, 3.0, 10.0]);
+        let queries = column(&[0.4, 9.0]);
+        assert!(reweighting_weights(&queries, &bank, 1).is_err());
+        assert!(reweighting_weights(&queries, &bank, 5).is_err());
+        let wide = Tensor::from_slice(&[0.0f32, 1.0]).view([1, 2]);
+        assert!(reweighting_weights(&wide, &bank, 2).is_err());
     }
 }

@@ -125,9 +125,10 @@ impl BaselineConfig {
                 self.retrieval_images
             );
         }
-        if self.reweight_neighbours < 0 {
+        if self.reweight_neighbours < 0 || self.reweight_neighbours == 1 {
             bail!(
-                "reweighting neighbours {} is invalid: use 0 (no reweighted row) or more, such as 9",
+                "reweighting neighbours {} is invalid: use 0 (no reweighted row) or at least 2, \
+                 such as 9 (with 1, every weight is 0)",
                 self.reweight_neighbours
             );
         }
@@ -685,7 +686,7 @@ fn peak_patches(maps: &Tensor, sizes: &[(i64, i64)], features: &FeatureConfig) -
 }
 
 /// Returns `plain`, a PatchCore-style result, with PatchCore's reweighted image
-/// scores ([`baselines::reweighted_image_scores`]). The maps, and with them
+/// scores ([`baselines::reweighting_weights`]). The maps, and with them
 /// every pixel metric, stay those of `plain`.
 fn reweighted_result(
     prepared: &Prepared,
@@ -694,15 +695,29 @@ fn reweighted_result(
     bank: &Tensor,
     neighbours: i64,
 ) -> Result<MethodResult> {
+    // w · s*, with s* the plain row's own maximum, so that no score rises.
     let peak_scores = |feats: &Tensor, maps: &Tensor, sizes: &[(i64, i64)]| -> Result<Vec<f32>> {
         let (n, _, d) = feats.size3()?;
         let peaks = peak_patches(maps, sizes, &prepared.features)?.to_device(feats.device());
         let queries = feats
             .gather(1, &peaks.view([n, 1, 1]).expand([n, 1, d], false), false)
             .view([n, d]);
-        Ok(Vec::try_from(baselines::reweighted_image_scores(
-            &queries, bank, neighbours,
-        )?)?)
+        let weights: Vec<f64> = Vec::try_from(
+            baselines::reweighting_weights(&queries, bank, neighbours)?.to_device(Device::Cpu),
+        )?;
+        let maxima = Tensor::stack(
+            &image_grids(maps, sizes, &prepared.features)
+                .iter()
+                .map(|grid| grid.max())
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let maxima: Vec<f32> = Vec::try_from(maxima)?;
+        Ok(weights
+            .iter()
+            .zip(maxima)
+            .map(|(w, s)| (w * s as f64) as f32)
+            .collect())
     };
 
     let test_sizes = &prepared.truth.sizes;
@@ -819,7 +834,22 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<V
                 return Ok(vec![plain]);
             }
             // A tiny training set can give a coreset smaller than the neighbourhood.
-            let neighbours = b.reweight_neighbours.min(bank.size()[0]);
+            let rows = bank.size()[0];
+            if rows < 2 {
+                log::warn!(
+                    "the PatchCore-style bank has {rows} row, too few to reweight, so the \
+                     reweighted row is left out; raise --coreset-ratio"
+                );
+                return Ok(vec![plain]);
+            }
+            let neighbours = b.reweight_neighbours.min(rows);
+            if neighbours < b.reweight_neighbours {
+                log::warn!(
+                    "--reweight-neighbours {} exceeds the PatchCore-style bank of {rows} rows, \
+                     so {rows} are used",
+                    b.reweight_neighbours
+                );
+            }
             let reweighted = reweighted_result(
                 prepared,
                 &plain,
@@ -1360,6 +1390,10 @@ mod tests {
             },
             BaselineConfig {
                 reweight_neighbours: -1,
+                ..Default::default()
+            },
+            BaselineConfig {
+                reweight_neighbours: 1,
                 ..Default::default()
             },
         ];
