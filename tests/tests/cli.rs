@@ -282,12 +282,13 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
         assert!(w <= *p, "reweighted score {w} above plain {p}");
     }
     // Ratio 0 moves nothing, so both overlap settings score the same images.
+    // The reweighted PatchCore row then weights an empty set of moved images.
     let clean = root.join("clean.json");
     let out = run(funad()
         .args([
             "eval",
             "--methods",
-            "knn,funad",
+            "knn,patchcore,funad",
             "--epochs",
             "1",
             "--ratio",
@@ -305,6 +306,7 @@ fn eval_reports_auroc_on_small_mvtec_folder() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&clean).unwrap()).unwrap();
     assert_eq!(r["moved_anomalies"], 0);
     assert_eq!(r["test_anomalies"], 12);
+    assert_eq!(r["methods"].as_array().unwrap().len(), 4);
     for m in r["methods"].as_array().unwrap() {
         assert_eq!(m["image_auroc"], m["overlap_image_auroc"]);
         assert_eq!(m["aupro"], m["overlap_aupro"]);

@@ -705,14 +705,10 @@ fn reweighted_result(
         let weights: Vec<f64> = Vec::try_from(
             baselines::reweighting_weights(&queries, bank, neighbours)?.to_device(Device::Cpu),
         )?;
-        let maxima = Tensor::stack(
-            &image_grids(maps, sizes, &prepared.features)
-                .iter()
-                .map(|grid| grid.max())
-                .collect::<Vec<_>>(),
-            0,
-        );
-        let maxima: Vec<f32> = Vec::try_from(maxima)?;
+        let maxima = image_grids(maps, sizes, &prepared.features)
+            .iter()
+            .map(|grid| f32::try_from(grid.max()))
+            .collect::<Result<Vec<f32>, _>>()?;
         Ok(weights
             .iter()
             .zip(maxima)
