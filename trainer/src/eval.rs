@@ -577,6 +577,17 @@ impl Prepared {
     fn moved_feats(&self) -> Tensor {
         self.train_feats.index_select(0, &self.moved_rows)
     }
+
+    /// Training features of the split's own images, without the synthetic
+    /// anomalies of FUN-AD*, which only FUN-AD's training sees.
+    fn real_train_feats(&self) -> Tensor {
+        self.train_feats.narrow(0, 0, self.split.train.len() as i64)
+    }
+
+    /// Number of synthetic images at the end of `train_feats`.
+    fn synthetic_count(&self) -> i64 {
+        self.train_feats.size()[0] - self.split.train.len() as i64
+    }
 }
 
 fn result(
@@ -756,8 +767,8 @@ fn reweighted_result(
 /// Draws a random bank of training patch features `[M, D]` and returns it
 /// with the patch index of each row within its image `[M]`.
 fn random_bank(prepared: &Prepared, cfg: &EvalConfig) -> Result<(Tensor, Tensor)> {
-    let (_, p, d) = prepared.train_feats.size3()?;
-    let flat = prepared.train_feats.view([-1, d]);
+    let (_, p, d) = prepared.real_train_feats().size3()?;
+    let flat = prepared.real_train_feats().view([-1, d]);
     let mut rows: Vec<i64> = (0..flat.size()[0]).collect();
     rows.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
     rows.truncate(cfg.baselines.knn_bank);
@@ -773,12 +784,13 @@ fn coreset_of(features: &Tensor, cfg: &EvalConfig) -> Result<Tensor> {
 
 fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<Vec<MethodResult>> {
     let started = Instant::now();
-    let d = prepared.train_feats.size()[2];
+    let train_feats = prepared.real_train_feats();
+    let d = train_feats.size()[2];
     let b = &cfg.baselines;
     if kind == Method::Retrieval {
         let k = b.retrieval_images;
         let name = format!("SPADE-style retrieval ({k} nearest images, all their patches)");
-        let bank = &prepared.train_feats;
+        let bank = &train_feats;
         return Ok(vec![distance_method(prepared, kind, name, 0.0, |feats| {
             knn::nearest_distance_in_similar_images(feats, bank, k)
         })?]);
@@ -816,7 +828,7 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<V
             return Ok(vec![r]);
         }
         Method::Patchcore => {
-            let bank = coreset_of(&prepared.train_feats.view([-1, d]), cfg)?;
+            let bank = coreset_of(&train_feats.view([-1, d]), cfg)?;
             let name = format!("PatchCore-style coreset ({:.0}%)", b.coreset_ratio * 100.0);
             let fit_seconds = started.elapsed().as_secs_f64();
             let (test_maps, moved_maps) = distance_maps(prepared, |feats| {
@@ -857,14 +869,11 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<V
         }
         Method::Softpatch => {
             let keep = baselines::softpatch_keep_mask(
-                &prepared.train_feats,
+                &train_feats,
                 b.lof_neighbours,
                 b.softpatch_discard,
             )?;
-            let kept = prepared
-                .train_feats
-                .masked_select(&keep.unsqueeze(2))
-                .view([-1, d]);
+            let kept = train_feats.masked_select(&keep.unsqueeze(2)).view([-1, d]);
             let bank = coreset_of(&kept, cfg)?;
             let name = format!(
                 "SoftPatch-style LOF filter ({:.0}% dropped, k = {}) + coreset ({:.0}%)",
@@ -921,6 +930,7 @@ fn run_funad(
             &cfg.features,
             &cfg.train,
             &prepared.train_feats,
+            prepared.synthetic_count(),
             None,
             &mut |pr| (on_event.borrow_mut())(EvalEvent::Fit(FitEvent::Train(pr))),
             &mut on_epoch,
@@ -1016,7 +1026,7 @@ fn head_grids(
     let t = &cfg.train;
     let (parts, maxima) = crate::head::build(
         net,
-        &prepared.train_feats,
+        &prepared.real_train_feats(),
         head,
         crate::head::BankOptions {
             image_share: t.score_bank_share,

@@ -144,6 +144,7 @@ fn fit_inner(
     fcfg.validate(&vit)?;
     let synthetic = synthetic_images(paths, tcfg.synthetic_ratio, tcfg.seed)?;
     let total = paths.len() + synthetic.len();
+    let synthetic_count = synthetic.len() as i64;
     let cancelled = || cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
     let images = paths
         .iter()
@@ -163,17 +164,21 @@ fn fit_inner(
     let feats = extract_images(&vit, fcfg, images, total, &mut |done, total| {
         on_event(FitEvent::Extract { done, total })
     })?;
-    fit_features(vit, fcfg, tcfg, &feats, cancel, &mut |p| {
+    fit_features(vit, fcfg, tcfg, &feats, synthetic_count, cancel, &mut |p| {
         on_event(FitEvent::Train(p))
     })
 }
 
-/// Trains a detector on precomputed patch features `[N, grid·grid, D]`.
+/// Trains a detector on precomputed patch features `[N, grid·grid, D]`, of
+/// which the last `synthetic` images are synthetic anomalies. Training uses
+/// every image. The score head's bank and calibration use the real images
+/// only, so that no pasted defect is scored as normal.
 pub fn fit_features(
     vit: Arc<Backbone>,
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     feats: &Tensor,
+    synthetic: i64,
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Detector> {
@@ -182,6 +187,7 @@ pub fn fit_features(
         fcfg,
         tcfg,
         feats,
+        synthetic,
         cancel,
         on_progress,
         &mut |_, _| Ok(()),
@@ -197,6 +203,7 @@ pub fn fit_features_observed(
     fcfg: &FeatureConfig,
     tcfg: &TrainConfig,
     feats: &Tensor,
+    synthetic: i64,
     cancel: Option<&AtomicBool>,
     on_progress: &mut dyn FnMut(&Progress),
     on_epoch: &mut dyn FnMut(&train::EpochStats, &crate::localnet::LocalNet) -> Result<()>,
@@ -211,11 +218,16 @@ pub fn fit_features_observed(
     if p != grid * grid {
         bail!("features have {p} patches per image, expected {grid}×{grid}");
     }
+    if !(0..n).contains(&synthetic) {
+        bail!(
+            "{synthetic} synthetic images among {n} are invalid: at least one image must be real"
+        );
+    }
     let trained = train::train_observed(feats, tcfg, cancel, on_progress, on_epoch, patch_truth)?;
 
     let (head, maxima) = head::build(
         &trained.net,
-        feats,
+        &feats.narrow(0, 0, n - synthetic),
         tcfg.score_head,
         head::BankOptions {
             image_share: tcfg.score_bank_share,

@@ -428,3 +428,33 @@ fn whole_training_image_skips_itself() {
     let b = loaded.score_images(std::slice::from_ref(&image)).unwrap();
     assert!((a[0].image_score - b[0].image_score).abs() < 1e-5);
 }
+
+#[test]
+fn synthetic_images_stay_out_of_bank() {
+    // FUN-AD*: six real images and three synthetic ones (ratio 0.5). Training
+    // sees all nine, but a bank of every patch holds the six real images only.
+    let paths: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+        .unwrap()
+        .into_iter()
+        .step_by(90)
+        .take(6)
+        .collect();
+    let tcfg = TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        synthetic_ratio: 0.5,
+        score_bank_share: 1.0,
+        score_bank_features: 1_000_000,
+        ..TrainConfig::default()
+    };
+    let detector = fit(
+        common::backbone(),
+        &FeatureConfig::default(),
+        &tcfg,
+        &paths,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(detector.head().bank.as_ref().unwrap().size()[0], 6 * 256);
+}

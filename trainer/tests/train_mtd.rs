@@ -59,8 +59,16 @@ fn training_separates_defects_and_beats_its_start() {
     let (_, untrained) = initial_localnet(tch::Device::Cpu, train_feats.size()[2], &tcfg);
     let before = auroc(&image_logits(&untrained, &test_feats).unwrap(), &labels).unwrap();
 
-    let detector =
-        fit_features(vit.clone(), &fcfg, &tcfg, &train_feats, None, &mut |_| {}).unwrap();
+    let detector = fit_features(
+        vit.clone(),
+        &fcfg,
+        &tcfg,
+        &train_feats,
+        0,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
     let grid = detector.meta().grid;
     let (t, _, d) = test_feats.size3().unwrap();
     let maps = detector
