@@ -220,7 +220,9 @@ pub fn fit_features_observed(
     }
     if !(0..n).contains(&synthetic) {
         bail!(
-            "{synthetic} synthetic images among {n} are invalid: at least one image must be real"
+            "synthetic image count {synthetic} is invalid for {n} images: use 0 to {}, so that \
+             at least one image is real",
+            n - 1
         );
     }
     let trained = train::train_observed(feats, tcfg, cancel, on_progress, on_epoch, patch_truth)?;

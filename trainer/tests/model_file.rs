@@ -432,7 +432,7 @@ fn whole_training_image_skips_itself() {
 #[test]
 fn synthetic_images_stay_out_of_bank() {
     // FUN-AD*: six real images and three synthetic ones (ratio 0.5). Training
-    // sees all nine, but a bank of every patch holds the six real images only.
+    // uses all nine, but a bank of every patch contains the six real images only.
     let paths: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
         .unwrap()
         .into_iter()
