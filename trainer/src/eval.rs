@@ -445,6 +445,20 @@ struct MapMetrics {
     by_defect: Vec<DefectMetrics>,
 }
 
+/// Indices of the images of `truth` that are good or show `defect`.
+fn defect_and_good_images(truth: &GroundTruth, defect: &str) -> Vec<usize> {
+    (0..truth.defects.len())
+        .filter(|&i| truth.defects[i] == "good" || truth.defects[i] == defect)
+        .collect()
+}
+
+/// Image AUROC of the images `keep` of `truth`.
+fn defect_image_auroc(truth: &GroundTruth, keep: &[usize], image_scores: &[f32]) -> f64 {
+    let scores: Vec<f32> = keep.iter().map(|&i| image_scores[i]).collect();
+    let labels: Vec<bool> = keep.iter().map(|&i| truth.labels[i]).collect();
+    auroc(&scores, &labels).unwrap_or(f64::NAN)
+}
+
 /// [`DefectMetrics`] of every defect type in `truth`, from the image scores
 /// and the concatenated pixel scores of all its images.
 fn defect_metrics(
@@ -461,11 +475,7 @@ fn defect_metrics(
     types
         .into_iter()
         .map(|t| {
-            let keep: Vec<usize> = (0..truth.defects.len())
-                .filter(|&i| truth.defects[i] == "good" || truth.defects[i] == t)
-                .collect();
-            let scores: Vec<f32> = keep.iter().map(|&i| image_scores[i]).collect();
-            let labels: Vec<bool> = keep.iter().map(|&i| truth.labels[i]).collect();
+            let keep = defect_and_good_images(truth, t);
             let (mut ps, mut pl) = (Vec::new(), Vec::new());
             for &i in &keep {
                 ps.extend_from_slice(&pixel_scores[starts[i]..starts[i + 1]]);
@@ -473,8 +483,8 @@ fn defect_metrics(
             }
             DefectMetrics {
                 defect: t.to_string(),
-                images: labels.iter().filter(|&&l| l).count(),
-                image_auroc: auroc(&scores, &labels).unwrap_or(f64::NAN),
+                images: keep.iter().filter(|&&i| truth.labels[i]).count(),
+                image_auroc: defect_image_auroc(truth, &keep, image_scores),
                 pixel_auroc: auroc(&ps, &pl).unwrap_or(f64::NAN),
             }
         })
@@ -579,7 +589,7 @@ impl Prepared {
     }
 
     /// Training features of the split's own images, without the synthetic
-    /// anomalies of FUN-AD*, which only FUN-AD's training sees.
+    /// anomalies of FUN-AD*, which only FUN-AD's training uses.
     fn real_train_feats(&self) -> Tensor {
         self.train_feats.narrow(0, 0, self.split.train.len() as i64)
     }
@@ -742,20 +752,17 @@ fn reweighted_result(
     r.overlap_image_auroc = auroc(&all, &prepared.overlap_truth.labels).unwrap_or(f64::NAN);
 
     // Per defect type, only the image AUROC changes.
+    let truth = &prepared.truth;
     r.by_defect = plain
         .by_defect
         .iter()
-        .map(|m| {
-            let truth = &prepared.truth;
-            let keep: Vec<usize> = (0..truth.defects.len())
-                .filter(|&i| truth.defects[i] == "good" || truth.defects[i] == m.defect)
-                .collect();
-            let scores: Vec<f32> = keep.iter().map(|&i| test[i]).collect();
-            let labels: Vec<bool> = keep.iter().map(|&i| truth.labels[i]).collect();
-            DefectMetrics {
-                image_auroc: auroc(&scores, &labels).unwrap_or(f64::NAN),
-                ..m.clone()
-            }
+        .map(|m| DefectMetrics {
+            image_auroc: defect_image_auroc(
+                truth,
+                &defect_and_good_images(truth, &m.defect),
+                &test,
+            ),
+            ..m.clone()
         })
         .collect();
 
@@ -873,8 +880,8 @@ fn run_baseline(prepared: &Prepared, cfg: &EvalConfig, kind: Method) -> Result<V
                 b.lof_neighbours,
                 b.softpatch_discard,
             )?;
-            let kept = train_feats.masked_select(&keep.unsqueeze(2)).view([-1, d]);
-            let bank = coreset_of(&kept, cfg)?;
+            let kept_feats = train_feats.masked_select(&keep.unsqueeze(2)).view([-1, d]);
+            let bank = coreset_of(&kept_feats, cfg)?;
             let name = format!(
                 "SoftPatch-style LOF filter ({:.0}% dropped, k = {}) + coreset ({:.0}%)",
                 b.softpatch_discard * 100.0,

@@ -374,29 +374,14 @@ fn format_2_file_reads_as_discriminator_head() {
 #[test]
 fn whole_training_image_skips_itself() {
     // Six training images, every patch of each in the bank.
-    let paths: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
-        .unwrap()
-        .into_iter()
-        .step_by(90)
-        .take(6)
-        .collect();
-    let tcfg = TrainConfig {
-        epochs: 1,
-        batch_size: 4,
-        score_bank_share: 1.0,
-        score_bank_features: 1_000_000,
-        score_bank_radius: Some(1),
-        ..TrainConfig::default()
-    };
-    let fresh = fit(
-        common::backbone(),
-        &FeatureConfig::default(),
-        &tcfg,
+    let paths = six_training_images();
+    let fresh = fit_whole_bank(
         &paths,
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
+        TrainConfig {
+            score_bank_radius: Some(1),
+            ..TrainConfig::default()
+        },
+    );
     assert_eq!(fresh.head().bank.as_ref().unwrap().size()[0], 6 * 256);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("whole.funad");
@@ -429,32 +414,47 @@ fn whole_training_image_skips_itself() {
     assert!((a[0].image_score - b[0].image_score).abs() < 1e-5);
 }
 
-#[test]
-fn synthetic_images_stay_out_of_bank() {
-    // FUN-AD*: six real images and three synthetic ones (ratio 0.5). Training
-    // uses all nine, but a bank of every patch contains the six real images only.
-    let paths: Vec<PathBuf> = image_files(&common::mtd().join("train/good"))
+/// Returns six MTD training images, spread over the folder.
+fn six_training_images() -> Vec<PathBuf> {
+    image_files(&common::mtd().join("train/good"))
         .unwrap()
         .into_iter()
         .step_by(90)
         .take(6)
-        .collect();
+        .collect()
+}
+
+/// Trains on `paths` for 1 epoch, batch 4, with every patch of every image
+/// in the scoring bank, and `base`'s other options.
+fn fit_whole_bank(paths: &[PathBuf], base: TrainConfig) -> Detector {
     let tcfg = TrainConfig {
         epochs: 1,
         batch_size: 4,
-        synthetic_ratio: 0.5,
         score_bank_share: 1.0,
         score_bank_features: 1_000_000,
-        ..TrainConfig::default()
+        ..base
     };
-    let detector = fit(
+    fit(
         common::backbone(),
         &FeatureConfig::default(),
         &tcfg,
-        &paths,
+        paths,
         None,
         &mut |_| {},
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn synthetic_images_stay_out_of_bank() {
+    // FUN-AD*: six real images and three synthetic ones (ratio 0.5). Training
+    // uses all nine, but a bank of every patch contains the six real images only.
+    let detector = fit_whole_bank(
+        &six_training_images(),
+        TrainConfig {
+            synthetic_ratio: 0.5,
+            ..TrainConfig::default()
+        },
+    );
     assert_eq!(detector.head().bank.as_ref().unwrap().size()[0], 6 * 256);
 }
