@@ -66,7 +66,7 @@ pub struct BaselineConfig {
     pub softpatch_discard: f64,
     /// Training images searched for each test image by [`Method::Retrieval`].
     pub retrieval_images: i64,
-    /// Bank neighbours of PatchCore's image-score reweighting; [`Method::Patchcore`]
+    /// Bank neighbours of PatchCore's image-score reweighting. [`Method::Patchcore`]
     /// adds a reweighted row when this is above 0.
     pub reweight_neighbours: i64,
 }
